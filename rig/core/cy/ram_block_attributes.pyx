@@ -1,0 +1,445 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""RamBlockAttributes: QEMU's shared/private state manager (Cython; twin:
+rig.core.pure.ram_block_attributes, whose module docstring describes the rollback
+policies).
+
+One bit per block, 1 = populated (shared), 0 = discarded (private).  The listener list is
+intrusive and head-inserted like QEMU's QLIST, so the newest listener is notified first.
+Listeners written in Cython override ``_notify_populate``/``_notify_discard`` (C calls,
+no Python on the path); Python subclasses override ``notify_populate``/``notify_discard``.
+"""
+
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from rig.core.cy.bitmap cimport (Bitmap, bitmap_clear, bitmap_set, clear_bit,
+                                 find_next_bit, find_next_zero_bit, set_bit)
+from rig.core.types import MemoryRegionSection as PyMemoryRegionSection
+
+from libc.errno cimport EINVAL, ENOENT
+
+cdef extern from *:
+    ctypedef unsigned long long u128 "unsigned __int128"
+
+ROLLBACK_POLICIES = ("none", "listeners", "full")
+
+# Coverage marks: counters of rare paths, read by tests (STYLE.md "coverage marks").
+cdef enum:
+    MARK_MIXTURE = 0
+    MARK_NOTIFY_ROLLBACK = 1
+    MARK_FULL_ROLLBACK = 2
+    MARK_COUNT = 3
+cdef uint64_t marks[MARK_COUNT]
+cdef tuple MARK_NAMES = ("state_change.mixture", "notify_populate.rollback",
+                         "state_change.full_rollback")
+
+
+def coverage_marks():
+    """Counters of rare paths taken ("Unexpected mixture", rollbacks), for coverage tests."""
+    return {MARK_NAMES[i]: marks[i] for i in range(MARK_COUNT) if marks[i]}
+
+
+def reset_coverage_marks():
+    cdef int i
+    for i in range(MARK_COUNT):
+        marks[i] = 0
+
+
+cdef bint memory_region_section_intersect_range(MemoryRegionSection *s, uint64_t offset,
+                                                uint64_t size) noexcept nogil:
+    """memory_region_section_intersect_range(): clip @s to [offset, offset+size).
+
+    Returns false, leaving @s untouched, when the intersection is empty (end <= start).
+    Ends are 128-bit, as QEMU's Int128, so a range ending at 2^64 does not wrap.
+    """
+    cdef uint64_t start = s.offset_within_region if s.offset_within_region > offset else offset
+    cdef u128 s_end = <u128>s.offset_within_region + s.size
+    cdef u128 r_end = <u128>offset + size
+    cdef u128 end = s_end if s_end < r_end else r_end
+    if end <= start:
+        return False
+    s.offset_within_address_space += start - s.offset_within_region
+    s.offset_within_region = start
+    s.size = <uint64_t>(end - start)
+    return True
+
+
+cdef object section_to_py(const MemoryRegionSection *s):
+    return PyMemoryRegionSection(s.offset_within_region, s.size, s.offset_within_address_space)
+
+
+cdef int section_from_py(object section, MemoryRegionSection *out) except -1:
+    out.offset_within_region = section[0]
+    out.size = section[1]
+    out.offset_within_address_space = section[2] if len(section) > 2 else 0
+    return 0
+
+
+cdef class RamDiscardListener:
+    """Base class of listeners: override ``notify_populate`` and ``notify_discard``.
+
+    @notify_populate(section) returns 0 or a negative errno; @notify_discard(section)
+    cannot fail.  ``section`` is the copy ``register_listener`` keeps while registered.
+    """
+
+    def __init__(self):
+        pass
+
+    @property
+    def section(self):
+        return section_to_py(&self.rdl_section) if self.registered else None
+
+    def notify_populate(self, section):
+        raise NotImplementedError
+
+    def notify_discard(self, section):
+        raise NotImplementedError
+
+    cdef int _notify_populate(self, MemoryRegionSection *section) except? -2147483647:
+        ret = self.notify_populate(section_to_py(section))
+        return 0 if ret is None else ret
+
+    cdef int _notify_discard(self, MemoryRegionSection *section) except -1:
+        self.notify_discard(section_to_py(section))
+        return 0
+
+
+cdef int _notify_populate_cb(MemoryRegionSection *section, void *arg) except? -2147483647:
+    return (<RamDiscardListener>arg)._notify_populate(section)
+
+
+cdef int _notify_discard_cb(MemoryRegionSection *section, void *arg) except? -2147483647:
+    (<RamDiscardListener>arg)._notify_discard(section)
+    return 0
+
+
+cdef int _py_replay_cb(MemoryRegionSection *section, void *arg) except? -2147483647:
+    ret = (<object>arg)(section_to_py(section))
+    return 0 if ret is None else ret
+
+
+cdef class RamBlockAttributes:
+    """The state manager of one RAM region of ``region_size`` bytes.
+
+    ram_block_attributes_create(): all blocks start discarded (private).
+    """
+
+    def __init__(self, uint64_t region_size, uint64_t block_size=0x1000, str rollback="none"):
+        if block_size == 0 or block_size & (block_size - 1):
+            raise ValueError(f"block_size 0x{block_size:x} is not a power of two")
+        if region_size == 0 or region_size % block_size:
+            raise ValueError(
+                f"region size 0x{region_size:x} is not a non-zero multiple of block_size"
+                f" 0x{block_size:x}")
+        if rollback not in ROLLBACK_POLICIES:
+            raise ValueError(f"rollback must be one of {ROLLBACK_POLICIES}, not {rollback!r}")
+        self.region_size = region_size
+        self.block_size = block_size
+        self.rollback_policy = <RamBlockAttributesRollback><int>ROLLBACK_POLICIES.index(rollback)
+        self.bitmap_size = region_size // block_size
+        self.bitmap = Bitmap(self.bitmap_size)
+        self.rdl_list = None
+
+    @property
+    def rollback(self):
+        return ROLLBACK_POLICIES[<int>self.rollback_policy]
+
+    def destroy(self):
+        """ram_block_attributes_destroy(): drop the bitmap and every listener."""
+        cdef RamDiscardListener rdl = self.rdl_list
+        while rdl is not None:
+            rdl.registered = False
+            rdl, rdl.next = rdl.next, None
+        self.rdl_list = None
+        self.bitmap = Bitmap(0)
+        self.bitmap_size = 0
+        self.region_size = 0
+
+    # -- queries -------------------------------------------------------------------------
+    def get_block_size(self):
+        return self.block_size
+
+    def get_min_granularity(self):
+        """ram_block_attributes_rdm_get_min_granularity(): the block size."""
+        return self.block_size
+
+    def listeners(self):
+        """Registered listeners in notification order (newest first)."""
+        out = []
+        cdef RamDiscardListener rdl = self.rdl_list
+        while rdl is not None:
+            out.append(rdl)
+            rdl = rdl.next
+        return out
+
+    cdef bint c_is_valid_range(self, uint64_t offset, uint64_t size) noexcept:
+        cdef uint64_t block_size = self.block_size
+        if offset % block_size or size % block_size:
+            return False
+        if offset + size <= offset:  # size 0, or the end wraps 2^64
+            return False
+        if offset + size > self.region_size:
+            return False
+        return True
+
+    cdef bint c_is_range_populated(self, uint64_t offset, uint64_t size) noexcept:
+        cdef uint64_t first_bit = offset // self.block_size
+        cdef uint64_t last_bit = first_bit + size // self.block_size - 1
+        return find_next_zero_bit(self.bitmap.words, last_bit + 1, first_bit) > last_bit
+
+    cdef bint c_is_range_discarded(self, uint64_t offset, uint64_t size) noexcept:
+        cdef uint64_t first_bit = offset // self.block_size
+        cdef uint64_t last_bit = first_bit + size // self.block_size - 1
+        return find_next_bit(self.bitmap.words, last_bit + 1, first_bit) > last_bit
+
+    def is_valid_range(self, uint64_t offset, uint64_t size):
+        """ram_block_attributes_is_valid_range(): block-aligned, no wrap, inside the region."""
+        return self.c_is_valid_range(offset, size)
+
+    def is_range_populated(self, uint64_t offset, uint64_t size):
+        return self.c_is_range_populated(offset, size)
+
+    def is_range_discarded(self, uint64_t offset, uint64_t size):
+        return self.c_is_range_discarded(offset, size)
+
+    def is_populated(self, section):
+        """ram_block_attributes_rdm_is_populated(): no discarded block in the section."""
+        return self.c_is_range_populated(section[0], section[1])
+
+    # -- notification --------------------------------------------------------------------
+    cdef int c_notify_populate(self, uint64_t offset, uint64_t size) except? -2147483647:
+        cdef RamDiscardListener rdl = self.rdl_list
+        cdef RamDiscardListener done
+        cdef MemoryRegionSection tmp
+        cdef int ret
+        while rdl is not None:
+            tmp = rdl.rdl_section
+            if memory_region_section_intersect_range(&tmp, offset, size):
+                ret = rdl._notify_populate(&tmp)
+                if ret:
+                    if self.rollback_policy != RBA_ROLLBACK_NONE:
+                        # Every listener before the failing one, with its own section.
+                        marks[MARK_NOTIFY_ROLLBACK] += 1
+                        done = self.rdl_list
+                        while done is not rdl:
+                            tmp = done.rdl_section
+                            if memory_region_section_intersect_range(&tmp, offset, size):
+                                done._notify_discard(&tmp)
+                            done = done.next
+                    return ret
+            rdl = rdl.next
+        return 0
+
+    cdef int c_notify_discard(self, uint64_t offset, uint64_t size) except -1:
+        cdef RamDiscardListener rdl = self.rdl_list
+        cdef MemoryRegionSection tmp
+        while rdl is not None:
+            tmp = rdl.rdl_section
+            if memory_region_section_intersect_range(&tmp, offset, size):
+                rdl._notify_discard(&tmp)
+            rdl = rdl.next
+        return 0
+
+    def notify_populate(self, uint64_t offset, uint64_t size):
+        """ram_block_attributes_notify_populate(): tell every listener, in list order.
+
+        Returns 0 or the first failing listener's negative errno.  With a rollback policy
+        other than ``none``, the listeners already told get ``notify_discard`` of their own
+        clipped section before the error is returned.
+        """
+        return self.c_notify_populate(offset, size)
+
+    def notify_discard(self, uint64_t offset, uint64_t size):
+        """ram_block_attributes_notify_discard(): tell every listener; cannot fail."""
+        self.c_notify_discard(offset, size)
+
+    # -- conversion ----------------------------------------------------------------------
+    cdef int c_state_change(self, uint64_t offset, uint64_t size, bint to_discard) except? -2147483647:
+        cdef uint64_t block_size = self.block_size
+        cdef uint64_t first_bit, nbits, end_bit, bit, i
+        cdef uint64_t *words
+        cdef uint64_t *before = NULL
+        cdef bint is_discarded, is_populated
+        cdef int ret = 0
+
+        if not self.c_is_valid_range(offset, size):
+            return -EINVAL
+        words = self.bitmap.words
+        first_bit = offset // block_size
+        nbits = size // block_size
+        end_bit = first_bit + nbits
+        is_discarded = self.c_is_range_discarded(offset, size)
+        is_populated = self.c_is_range_populated(offset, size)
+
+        if to_discard:
+            if is_discarded:
+                return 0
+            if is_populated:
+                bitmap_clear(words, first_bit, nbits)
+                self.c_notify_discard(offset, size)
+                return 0
+            # Unexpected mixture: process individual blocks.
+            marks[MARK_MIXTURE] += 1
+            bit = find_next_bit(words, end_bit, first_bit)
+            while bit < end_bit:
+                clear_bit(bit, words)
+                self.c_notify_discard(bit * block_size, block_size)
+                bit = find_next_bit(words, end_bit, bit + 1)
+            return 0
+
+        if is_populated:
+            return 0
+        if is_discarded:
+            bitmap_set(words, first_bit, nbits)
+            ret = self.c_notify_populate(offset, size)
+            if ret and self.rollback_policy == RBA_ROLLBACK_FULL:
+                marks[MARK_FULL_ROLLBACK] += 1
+                bitmap_clear(words, first_bit, nbits)
+            return ret
+
+        # Unexpected mixture: process individual blocks.
+        marks[MARK_MIXTURE] += 1
+        if self.rollback_policy == RBA_ROLLBACK_FULL:
+            # Keep the prior bits of the words the range touches, to undo exactly them.
+            before = <uint64_t *>malloc(((end_bit - 1) // 64 - first_bit // 64 + 1) * 8)
+            if before == NULL:
+                raise MemoryError()
+            memcpy(before, &words[first_bit // 64], ((end_bit - 1) // 64 - first_bit // 64 + 1) * 8)
+        try:
+            bit = find_next_zero_bit(words, end_bit, first_bit)
+            while bit < end_bit:
+                set_bit(bit, words)
+                ret = self.c_notify_populate(bit * block_size, block_size)
+                if ret:
+                    break
+                bit = find_next_zero_bit(words, end_bit, bit + 1)
+            if ret and before != NULL:
+                # The failing block's listeners were rolled back by notify_populate; undo
+                # the blocks that succeeded, newest first, so every listener and bit is as
+                # before.
+                marks[MARK_FULL_ROLLBACK] += 1
+                clear_bit(bit, words)
+                i = bit
+                while i > first_bit:
+                    i -= 1
+                    if not ((before[i // 64 - first_bit // 64] >> (i & 63)) & 1):
+                        clear_bit(i, words)
+                        self.c_notify_discard(i * block_size, block_size)
+        finally:
+            free(before)
+        return ret
+
+    def state_change(self, uint64_t offset, uint64_t size, bint to_discard):
+        """ram_block_attributes_state_change(): convert ``[offset, offset+size)``.
+
+        @offset, @size: the range within the region, block-aligned.
+        @to_discard: True converts to discarded (private), False to populated (shared).
+
+        Returns 0 on success (including "already in the target state"), -EINVAL for an
+        invalid range, or the negative errno of the listener that refused to populate.
+        """
+        return self.c_state_change(offset, size, to_discard)
+
+    # -- listeners -----------------------------------------------------------------------
+    def register_listener(self, RamDiscardListener rdl not None, section):
+        """ram_block_attributes_rdm_register_listener(): insert at head, replay populated.
+
+        Returns 0, -EINVAL for a section that is not a valid range of this region (QEMU
+        asserts), or the listener's errno from the replay (QEMU 10.1 exits on it; the
+        listener stays registered, and the caller decides).
+        """
+        cdef MemoryRegionSection s
+        if rdl.registered:
+            return -EINVAL
+        section_from_py(section, &s)
+        if not self.c_is_valid_range(s.offset_within_region, s.size):
+            return -EINVAL
+        rdl.rdl_section = s
+        rdl.registered = True
+        rdl.next = self.rdl_list
+        self.rdl_list = rdl
+        return self.for_each_populated_section(&rdl.rdl_section, <void *>rdl,
+                                               _notify_populate_cb)
+
+    def unregister_listener(self, RamDiscardListener rdl not None):
+        """ram_block_attributes_rdm_unregister_listener(): discard, then remove.
+
+        One discard of the whole section when the listener supports double discard (VFIO
+        does), else one per populated run.  Returns 0, or -ENOENT if not registered.
+        """
+        cdef RamDiscardListener prev = None
+        cdef RamDiscardListener cur = self.rdl_list
+        while cur is not None and cur is not rdl:
+            prev, cur = cur, cur.next
+        if cur is None:
+            return -ENOENT
+        if rdl.double_discard_supported:
+            rdl._notify_discard(&rdl.rdl_section)
+        else:
+            self.for_each_populated_section(&rdl.rdl_section, <void *>rdl, _notify_discard_cb)
+        if prev is None:
+            self.rdl_list = rdl.next
+        else:
+            prev.next = rdl.next
+        rdl.next = None
+        rdl.registered = False
+        return 0
+
+    def replay_populated(self, section, replay_fn):
+        """ram_block_attributes_rdm_replay_populated(): ``replay_fn(section)`` per run."""
+        cdef MemoryRegionSection s
+        section_from_py(section, &s)
+        return self.for_each_populated_section(&s, <void *>replay_fn, _py_replay_cb)
+
+    def replay_discarded(self, section, replay_fn):
+        """ram_block_attributes_rdm_replay_discarded(): ``replay_fn(section)`` per run."""
+        cdef MemoryRegionSection s
+        section_from_py(section, &s)
+        return self.for_each_discarded_section(&s, <void *>replay_fn, _py_replay_cb)
+
+    cdef int for_each_populated_section(self, MemoryRegionSection *section, void *arg,
+                                        ram_block_attributes_section_cb cb) except? -2147483647:
+        """ram_block_attributes_for_each_populated_section(): walk maximal runs of set bits
+        over the whole bitmap from the section's first block, clip each to the section,
+        stop at the first run past its end or at the first error."""
+        cdef uint64_t *words = self.bitmap.words
+        cdef uint64_t size = self.bitmap_size
+        cdef uint64_t block_size = self.block_size
+        cdef uint64_t first_bit, last_bit
+        cdef MemoryRegionSection tmp
+        cdef int ret
+        first_bit = find_next_bit(words, size, section.offset_within_region // block_size)
+        while first_bit < size:
+            tmp = section[0]
+            last_bit = find_next_zero_bit(words, size, first_bit + 1) - 1
+            if not memory_region_section_intersect_range(
+                    &tmp, first_bit * block_size, (last_bit - first_bit + 1) * block_size):
+                break
+            ret = cb(&tmp, arg)
+            if ret:
+                return ret
+            first_bit = find_next_bit(words, size, last_bit + 2)
+        return 0
+
+    cdef int for_each_discarded_section(self, MemoryRegionSection *section, void *arg,
+                                        ram_block_attributes_section_cb cb) except? -2147483647:
+        """ram_block_attributes_for_each_discarded_section(): as above, for clear bits."""
+        cdef uint64_t *words = self.bitmap.words
+        cdef uint64_t size = self.bitmap_size
+        cdef uint64_t block_size = self.block_size
+        cdef uint64_t first_bit, last_bit
+        cdef MemoryRegionSection tmp
+        cdef int ret
+        first_bit = find_next_zero_bit(words, size, section.offset_within_region // block_size)
+        while first_bit < size:
+            tmp = section[0]
+            last_bit = find_next_bit(words, size, first_bit + 1) - 1
+            if not memory_region_section_intersect_range(
+                    &tmp, first_bit * block_size, (last_bit - first_bit + 1) * block_size):
+                break
+            ret = cb(&tmp, arg)
+            if ret:
+                return ret
+            first_bit = find_next_zero_bit(words, size, last_bit + 2)
+        return 0

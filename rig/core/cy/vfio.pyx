@@ -1,0 +1,87 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""VFIORamDiscardListener (Cython; twin: rig.core.pure.vfio).
+
+One listener per (container, MemoryRegionSection); granularity is the manager's block
+size.  Populate maps one granule at a time, and on the first failure unmaps the whole
+section and returns the error.  Discard unmaps the section with one call; its errors are
+only reported (QEMU's error_report), here appended to ``discard_errors``.
+"""
+
+from libc.errno cimport ENOENT
+from libc.stdint cimport int64_t, uint64_t
+
+from rig.core.cy.iommu cimport IoPageTable
+from rig.core.cy.ram_block_attributes cimport MemoryRegionSection, RamDiscardListener, section_to_py
+
+cdef uint64_t mark_populate_rollback = 0
+
+
+def coverage_marks():
+    return {"vfio.populate_rollback": mark_populate_rollback} if mark_populate_rollback else {}
+
+
+def reset_coverage_marks():
+    global mark_populate_rollback
+    mark_populate_rollback = 0
+
+
+cdef class VFIORamDiscardListener(RamDiscardListener):
+    """@container: the IOMMU backend (type1 container or iommufd IOAS) to map into.
+    @granularity: the manager's minimum granularity (block size), a power of two.
+    @vaddr_base: the host address of offset 0 of the RAM region (what QEMU gets from
+    memory_region_get_ram_ptr()); each granule maps ``vaddr_base + offset_within_region``.
+    """
+
+    def __init__(self, IoPageTable container not None, uint64_t granularity,
+                 uint64_t vaddr_base=0, bint readonly=False):
+        if granularity == 0 or granularity & (granularity - 1):
+            raise ValueError(f"granularity 0x{granularity:x} is not a power of two")
+        self.container = container
+        self.granularity = granularity
+        self.vaddr_base = vaddr_base
+        self.readonly_map = readonly
+        self.double_discard_supported = True
+        self.discard_errors = []
+
+    cdef int _notify_populate(self, MemoryRegionSection *section) except? -2147483647:
+        """vfio_ram_discard_notify_populate()."""
+        global mark_populate_rollback
+        cdef uint64_t iova = section.offset_within_address_space
+        cdef uint64_t end = iova + section.size
+        cdef uint64_t start = iova
+        cdef uint64_t next_, vaddr
+        cdef int ret
+        while start < end:
+            next_ = (start + self.granularity) & ~(self.granularity - 1)  # ROUND_UP(start + 1)
+            if next_ > end or next_ == 0:
+                next_ = end
+            vaddr = self.vaddr_base + section.offset_within_region + (start - iova)
+            ret = self.container.dma_map(start, next_ - start, vaddr, None, self.readonly_map)
+            if ret:
+                # Rollback: one unmap of the whole section, mapped granules or not.
+                mark_populate_rollback += 1
+                self._notify_discard(section)
+                return ret
+            start = next_
+        return 0
+
+    cdef int _notify_discard(self, MemoryRegionSection *section) except -1:
+        """vfio_ram_discard_notify_discard(): unmap with a single call."""
+        cdef int64_t ret = self.container.dma_unmap(section.offset_within_address_space,
+                                                    section.size)
+        if ret == -ENOENT and self.container.enoent_is_success:
+            ret = 0  # QEMU's iommufd backend treats a missing mapping as unmapped
+        if ret < 0:
+            self.discard_errors.append((section.offset_within_address_space, section.size,
+                                        <int>ret))
+        return 0
+
+    def notify_populate(self, section):
+        cdef MemoryRegionSection s
+        s.offset_within_region, s.size, s.offset_within_address_space = section
+        return self._notify_populate(&s)
+
+    def notify_discard(self, section):
+        cdef MemoryRegionSection s
+        s.offset_within_region, s.size, s.offset_within_address_space = section
+        self._notify_discard(&s)

@@ -1,0 +1,69 @@
+"""VFIORamDiscardListener (pure-Python twin of rig.core.cy.vfio; hw/vfio/listener.c).
+
+One listener per (container, MemoryRegionSection); granularity is the manager's block
+size.  Populate maps one granule at a time, and on the first failure unmaps the whole
+section and returns the error.  Discard unmaps the section with one call; its errors are
+only reported (QEMU's error_report), here appended to ``discard_errors``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rig.core.pure.ram_block_attributes import RamDiscardListener
+from rig.errors import ENOENT
+
+_MARKS: Counter = Counter()
+
+
+def coverage_marks() -> dict:
+    return dict(_MARKS)
+
+
+def reset_coverage_marks() -> None:
+    _MARKS.clear()
+
+
+class VFIORamDiscardListener(RamDiscardListener):
+    """@container: the IOMMU backend (type1 container or iommufd IOAS) to map into.
+    @granularity: the manager's minimum granularity (block size), a power of two.
+    @vaddr_base: the host address of offset 0 of the RAM region (what QEMU gets from
+    memory_region_get_ram_ptr()); each granule maps ``vaddr_base + offset_within_region``.
+    """
+
+    double_discard_supported = True
+
+    def __init__(self, container, granularity: int, vaddr_base: int = 0, readonly: bool = False):
+        super().__init__()
+        if granularity <= 0 or granularity & (granularity - 1):
+            raise ValueError(f"granularity 0x{granularity:x} is not a power of two")
+        self.container = container
+        self.granularity = granularity
+        self.vaddr_base = vaddr_base
+        self.readonly_map = readonly
+        self.discard_errors: list = []
+
+    def notify_populate(self, section) -> int:
+        """vfio_ram_discard_notify_populate()."""
+        iova = section.offset_within_address_space
+        end = iova + section.size
+        start = iova
+        while start < end:
+            next_ = min((start + self.granularity) & ~(self.granularity - 1), end)
+            vaddr = self.vaddr_base + section.offset_within_region + (start - iova)
+            ret = self.container.map_dma(start, next_ - start, vaddr, self.readonly_map)
+            if ret:
+                # Rollback: one unmap of the whole section, mapped granules or not.
+                _MARKS["vfio.populate_rollback"] += 1
+                self.notify_discard(section)
+                return ret
+            start = next_
+        return 0
+
+    def notify_discard(self, section) -> None:
+        """vfio_ram_discard_notify_discard(): unmap with a single call."""
+        ret = self.container.unmap_dma(section.offset_within_address_space, section.size)
+        if ret == -ENOENT and self.container.enoent_is_success:
+            ret = 0  # QEMU's iommufd backend treats a missing mapping as unmapped
+        if ret < 0:
+            self.discard_errors.append((section.offset_within_address_space, section.size, ret))
