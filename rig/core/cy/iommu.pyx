@@ -411,7 +411,7 @@ cdef class IommufdIoas(IoPageTable):
         cdef int ret
         if size == 0 or self.unaligned(size) or self.unaligned(iova) or self.unaligned(vaddr):
             return -EINVAL
-        if iova + size - 1 < iova:
+        if iova + size - 1 < iova or vaddr + size - 1 < vaddr:
             return -EOVERFLOW
         last = iova + size - 1
         if self.next_present(iova >> self.pgshift, last >> self.pgshift, &found):

@@ -217,7 +217,7 @@ class IommufdIoas(_IoPageTable):
         if not size or self._unaligned(size, iova, va):
             return -EINVAL
         last = iova + size - 1
-        if last > U64_MAX:
+        if last > U64_MAX or va + size - 1 > U64_MAX:
             return -EOVERFLOW
         if self._overlaps(iova, last):
             return -EEXIST

@@ -1,0 +1,321 @@
+"""The reference model: the core's semantics in the plainest Python there is.
+
+A set of shared blocks instead of a bitmap, a dict of mappings instead of a page table,
+per-block loops instead of word scans, and no cleverness anywhere: this is the executable
+spec the Cython core and its pure-Python twin are differential-tested against after every
+operation.  It reads DESIGN.md 2.2, 2.4, 2.5 and 2.6 line by line; when it disagrees with
+a backend, the backend is wrong until shown otherwise.
+"""
+
+from __future__ import annotations
+
+from rig.core.types import IommuMapping, MemoryRegionSection
+from rig.errors import EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, EOVERFLOW, EPERM
+
+U64 = 1 << 64
+
+
+def intersect(section: MemoryRegionSection, offset: int, size: int):
+    """memory_region_section_intersect_range(), with unbounded ints."""
+    start = max(section.offset_within_region, offset)
+    end = min(section.offset_within_region + section.size, offset + size)
+    if end <= start:
+        return None
+    return MemoryRegionSection(start, end - start, section.offset_within_address_space
+                               + start - section.offset_within_region)
+
+
+class ModelRamBlockAttributes:
+    """DESIGN.md 2.2.  Listeners are any objects with notify_populate/notify_discard."""
+
+    def __init__(self, region_size: int, block_size: int, rollback: str = "none"):
+        self.region_size = region_size
+        self.block_size = block_size
+        self.rollback = rollback
+        self.shared: set[int] = set()
+        self.entries: list = []  # [listener, section], newest first
+
+    def listeners(self) -> list:
+        return [rdl for rdl, _ in self.entries]
+
+    def is_valid_range(self, offset: int, size: int) -> bool:
+        bs = self.block_size
+        return (offset % bs == 0 and size % bs == 0 and size > 0
+                and offset + size < U64 and offset + size <= self.region_size)
+
+    def blocks(self, offset: int, size: int) -> list[int]:
+        return list(range(offset // self.block_size, (offset + size) // self.block_size))
+
+    def is_populated(self, section) -> bool:
+        return all(b in self.shared for b in self.blocks(section[0], section[1]))
+
+    def notify_populate(self, offset: int, size: int) -> int:
+        told = []
+        for rdl, section in self.entries:
+            part = intersect(section, offset, size)
+            if part is None:
+                continue
+            ret = rdl.notify_populate(part)
+            if ret:
+                if self.rollback in ("listeners", "full"):
+                    for done, done_part in told:
+                        done.notify_discard(done_part)
+                return ret
+            told.append((rdl, part))
+        return 0
+
+    def notify_discard(self, offset: int, size: int) -> None:
+        for rdl, section in self.entries:
+            part = intersect(section, offset, size)
+            if part is not None:
+                rdl.notify_discard(part)
+
+    def state_change(self, offset: int, size: int, to_discard: bool) -> int:
+        if not self.is_valid_range(offset, size):
+            return -EINVAL
+        bs = self.block_size
+        blocks = self.blocks(offset, size)
+        shared_now = [b for b in blocks if b in self.shared]
+        private_now = [b for b in blocks if b not in self.shared]
+        if to_discard:
+            if not shared_now:
+                return 0
+            if not private_now:
+                self.shared -= set(blocks)
+                self.notify_discard(offset, size)
+                return 0
+            for b in shared_now:
+                self.shared.discard(b)
+                self.notify_discard(b * bs, bs)
+            return 0
+        if not private_now:
+            return 0
+        if not shared_now:
+            self.shared |= set(blocks)
+            ret = self.notify_populate(offset, size)
+            if ret and self.rollback == "full":
+                self.shared -= set(blocks)
+            return ret
+        done = []
+        for b in private_now:
+            self.shared.add(b)
+            ret = self.notify_populate(b * bs, bs)
+            if ret:
+                if self.rollback == "full":
+                    self.shared.discard(b)
+                    for d in reversed(done):
+                        self.shared.discard(d)
+                        self.notify_discard(d * bs, bs)
+                return ret
+            done.append(b)
+        return 0
+
+    def runs(self, shared: bool) -> list[tuple[int, int]]:
+        """Maximal runs of shared (or private) blocks as (first_block, nblocks)."""
+        out = []
+        b = 0
+        n = self.region_size // self.block_size
+        while b < n:
+            if (b in self.shared) == shared:
+                first = b
+                while b < n and (b in self.shared) == shared:
+                    b += 1
+                out.append((first, b - first))
+            else:
+                b += 1
+        return out
+
+    def for_each(self, section, shared: bool, fn) -> int:
+        bs = self.block_size
+        for first, n in self.runs(shared):
+            if first + n <= section[0] // bs:
+                continue  # runs before the section's first block are not walked
+            part = intersect(MemoryRegionSection(*section), first * bs, n * bs)
+            if part is None:
+                return 0
+            ret = fn(part)
+            if ret:
+                return ret
+        return 0
+
+    def register_listener(self, rdl, section) -> int:
+        if any(r is rdl for r, _ in self.entries):
+            return -EINVAL
+        if not self.is_valid_range(section[0], section[1]):
+            return -EINVAL
+        section = MemoryRegionSection(*section)
+        self.entries.insert(0, (rdl, section))
+        return self.for_each(section, True, rdl.notify_populate)
+
+    def unregister_listener(self, rdl) -> int:
+        for i, (r, section) in enumerate(self.entries):
+            if r is rdl:
+                break
+        else:
+            return -ENOENT
+        if getattr(rdl, "double_discard_supported", False):
+            rdl.notify_discard(section)
+        else:
+            self.for_each(section, True, lambda part: rdl.notify_discard(part) or 0)
+        del self.entries[i]
+        return 0
+
+    def replay_populated(self, section, fn) -> int:
+        return self.for_each(section, True, fn)
+
+    def replay_discarded(self, section, fn) -> int:
+        return self.for_each(section, False, fn)
+
+
+class ModelIommu:
+    """DESIGN.md 2.5 (``kind="type1"``) and 2.6 (``kind="iommufd"``), with a plain dict."""
+
+    def __init__(self, kind: str, dma_entry_limit: int = 65535, pgsize: int = 0x1000,
+                 iova_ranges=None, memlock_limit: int | None = None):
+        self.kind = kind
+        self.pgsize = pgsize
+        self.dma_entry_limit = dma_entry_limit
+        self.iova_ranges = list(iova_ranges or [(0, U64 - 1)])
+        self.memlock_limit = memlock_limit
+        self.maps: dict[int, IommuMapping] = {}
+        self.pinner = None
+        self.enoent_is_success = kind == "iommufd"
+
+    @property
+    def count(self) -> int:
+        return len(self.maps)
+
+    @property
+    def dma_avail(self) -> int:
+        if self.kind != "type1":
+            raise AttributeError("iommufd has no dma_avail")
+        return self.dma_entry_limit - len(self.maps)
+
+    @property
+    def locked_vm(self) -> int:
+        return sum(len(m.frames) for m in self.maps.values())
+
+    def mappings(self) -> list[IommuMapping]:
+        return [self.maps[k] for k in sorted(self.maps)]
+
+    def find(self, iova: int):
+        for m in self.maps.values():
+            if m.iova <= iova < m.iova + m.size:
+                return m
+        return None
+
+    def translate(self, iova: int, write: bool = False) -> int:
+        m = self.find(iova)
+        if m is None:
+            return -EFAULT
+        if write and m.readonly:
+            return -EPERM
+        return m.frames[(iova - m.iova) // self.pgsize]
+
+    def map_dma(self, iova: int, size: int, vaddr, readonly: bool = False) -> int:
+        pg = self.pgsize
+        va = vaddr if isinstance(vaddr, int) else 0
+        if size == 0 or size % pg or iova % pg or va % pg:
+            return -EINVAL
+        if iova + size > U64 or va + size > U64:
+            return -EINVAL if self.kind == "type1" else -EOVERFLOW
+        for m in self.maps.values():
+            if iova < m.iova + m.size and m.iova < iova + size:
+                return -EEXIST
+        if self.kind == "type1":
+            if self.dma_avail == 0:
+                return -ENOSPC
+            if not any(s <= iova and iova + size - 1 <= e for s, e in self.iova_ranges):
+                return -EINVAL
+        npages = size // pg
+        if self.memlock_limit is not None and (self.locked_vm + npages) * pg > self.memlock_limit:
+            return -ENOMEM
+        if isinstance(vaddr, int):
+            if self.pinner is not None:
+                frames = self.pinner.pin_pages(vaddr, npages)
+                if isinstance(frames, int):
+                    return frames
+            else:
+                frames = [vaddr // pg + i for i in range(npages)]
+        else:
+            frames = list(vaddr)
+        self.maps[iova] = IommuMapping(iova, size, tuple(frames), bool(readonly))
+        return 0
+
+    def _drop(self, m: IommuMapping) -> None:
+        del self.maps[m.iova]
+        if self.pinner is not None:
+            self.pinner.unpin_pages(m.frames)
+
+    def unmap_dma(self, iova: int, size: int) -> int:
+        if self.kind == "type1":
+            return self._unmap_type1(iova, size)
+        return self._unmap_iommufd(iova, size)
+
+    def _unmap_type1(self, iova: int, size: int) -> int:
+        pg = self.pgsize
+        if iova % pg or size == 0 or size % pg or iova + size > U64:
+            return -EINVAL
+        for m in self.maps.values():
+            if m.iova < iova < m.iova + m.size:
+                return -EINVAL  # would bisect at the start
+            end = iova + size
+            if m.iova < end < m.iova + m.size:
+                return -EINVAL  # would bisect at the end
+        unmapped = 0
+        for m in self.mappings():
+            if iova <= m.iova and m.iova + m.size <= iova + size:
+                unmapped += m.size
+                self._drop(m)
+        return unmapped
+
+    def _unmap_iommufd(self, iova: int, size: int) -> int:
+        if size == 0:
+            return -EINVAL
+        if iova + size > U64:
+            return -EOVERFLOW
+        last = iova + size - 1
+        unmapped = 0
+        for m in self.mappings():
+            m_last = m.iova + m.size - 1
+            if m_last < iova or m.iova > last:
+                continue
+            if m.iova < iova or m_last > last:
+                return -ENOENT
+            unmapped += m.size
+            self._drop(m)
+        return unmapped if unmapped else -ENOENT
+
+
+class ModelVfioListener:
+    """DESIGN.md 2.4: map per granule, roll back with one unmap of the whole section."""
+
+    double_discard_supported = True
+
+    def __init__(self, container, granularity: int, vaddr_base: int = 0, readonly: bool = False):
+        self.container = container
+        self.granularity = granularity
+        self.vaddr_base = vaddr_base
+        self.readonly_map = readonly
+        self.discard_errors: list = []
+
+    def notify_populate(self, section) -> int:
+        iova = section.offset_within_address_space
+        start = iova
+        end = iova + section.size
+        while start < end:
+            nxt = min((start // self.granularity + 1) * self.granularity, end)
+            vaddr = self.vaddr_base + section.offset_within_region + start - iova
+            ret = self.container.map_dma(start, nxt - start, vaddr, self.readonly_map)
+            if ret:
+                self.notify_discard(section)
+                return ret
+            start = nxt
+        return 0
+
+    def notify_discard(self, section) -> None:
+        ret = self.container.unmap_dma(section.offset_within_address_space, section.size)
+        if ret == -ENOENT and self.container.enoent_is_success:
+            ret = 0
+        if ret < 0:
+            self.discard_errors.append((section.offset_within_address_space, section.size, ret))
