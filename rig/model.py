@@ -145,6 +145,7 @@ class ModelRamBlockAttributes:
             return -EINVAL
         section = MemoryRegionSection(*section)
         self.entries.insert(0, (rdl, section))
+        rdl.section = section
         return self.for_each(section, True, rdl.notify_populate)
 
     def unregister_listener(self, rdl) -> int:
@@ -158,6 +159,7 @@ class ModelRamBlockAttributes:
         else:
             self.for_each(section, True, lambda part: rdl.notify_discard(part) or 0)
         del self.entries[i]
+        rdl.section = None
         return 0
 
     def replay_populated(self, section, fn) -> int:
@@ -179,7 +181,17 @@ class ModelIommu:
         self.memlock_limit = memlock_limit
         self.maps: dict[int, IommuMapping] = {}
         self.pinner = None
+        self.fault_hook = None
         self.enoent_is_success = kind == "iommufd"
+        self.site_map = "vfio.dma_map" if kind == "type1" else "iommufd.ioas_map"
+        self.site_unmap = "vfio.dma_unmap" if kind == "type1" else "iommufd.ioas_unmap"
+
+    def _fault(self, site: str):
+        """(errno, partial progress or None); errno 0 when no fault is injected."""
+        if self.fault_hook is None:
+            return 0, None
+        answer = self.fault_hook(site)
+        return answer if isinstance(answer, tuple) else (answer, None)
 
     @property
     def count(self) -> int:
@@ -227,6 +239,9 @@ class ModelIommu:
                 return -ENOSPC
             if not any(s <= iova and iova + size - 1 <= e for s, e in self.iova_ranges):
                 return -EINVAL
+        ret, _ = self._fault(self.site_map)
+        if ret:
+            return ret
         npages = size // pg
         if self.memlock_limit is not None and (self.locked_vm + npages) * pg > self.memlock_limit:
             return -ENOMEM
@@ -262,6 +277,9 @@ class ModelIommu:
             end = iova + size
             if m.iova < end < m.iova + m.size:
                 return -EINVAL  # would bisect at the end
+        ret, _ = self._fault(self.site_unmap)
+        if ret:
+            return ret
         unmapped = 0
         for m in self.mappings():
             if iova <= m.iova and m.iova + m.size <= iova + size:
@@ -275,6 +293,9 @@ class ModelIommu:
         if iova + size > U64:
             return -EOVERFLOW
         last = iova + size - 1
+        ret, allowed = self._fault(self.site_unmap)
+        if ret and allowed is None:
+            return ret
         unmapped = 0
         for m in self.mappings():
             m_last = m.iova + m.size - 1
@@ -282,8 +303,14 @@ class ModelIommu:
                 continue
             if m.iova < iova or m_last > last:
                 return -ENOENT
+            if ret and allowed == 0:
+                break
+            if ret:
+                allowed -= 1
             unmapped += m.size
             self._drop(m)
+        if ret:
+            return ret
         return unmapped if unmapped else -ENOENT
 
 
@@ -319,3 +346,54 @@ class ModelVfioListener:
             ret = 0
         if ret < 0:
             self.discard_errors.append((section.offset_within_address_space, section.size, ret))
+
+
+class ModelBitmapView:
+    """The model's shared-block set seen through the Bitmap methods the world reads."""
+
+    def __init__(self, attr: "ModelRamBlockAttributes"):
+        self.attr = attr
+        self.nbits = attr.region_size // attr.block_size
+
+    def test_bit(self, nr: int) -> bool:
+        return nr in self.attr.shared
+
+    def set_bits(self) -> list[int]:
+        return sorted(self.attr.shared)
+
+    def count(self) -> int:
+        return len(self.attr.shared)
+
+
+ModelRamBlockAttributes.bitmap = property(lambda self: ModelBitmapView(self))
+ModelRamBlockAttributes.get_min_granularity = lambda self: self.block_size
+ModelRamBlockAttributes.bitmap_size = property(lambda self: self.region_size // self.block_size)
+
+
+class ModelRamDiscardListener:
+    """Base class for listeners registered with the model (any object would do)."""
+
+    double_discard_supported = False
+
+    def __init__(self):
+        self.section = None
+
+
+def backend():
+    """The model as a core backend namespace (same names as rig.core.load_backend), so a
+    whole World can run on it beside the real core for the differential check."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        name="model",
+        RamBlockAttributes=ModelRamBlockAttributes,
+        RamDiscardListener=ModelRamDiscardListener,
+        VFIORamDiscardListener=ModelVfioListener,
+        VfioType1Container=lambda dma_entry_limit=65535, pgsize=0x1000, iova_ranges=None,
+        memlock_limit=None: ModelIommu("type1", dma_entry_limit, pgsize, iova_ranges,
+                                       memlock_limit),
+        IommufdIoas=lambda pgsize=0x1000, memlock_limit=None: ModelIommu(
+            "iommufd", 0, pgsize, None, memlock_limit),
+        coverage_marks=dict,
+        reset_coverage_marks=lambda: None,
+    )

@@ -35,6 +35,7 @@ cdef class IoPageTable:
     cdef public object pinner
     cdef public object fault_hook
     cdef readonly bint enoent_is_success
+    cdef uint64_t fault_partial   # progress allowed before an injected failure (NO_PARTIAL: none)
 
     cdef IoPte *pte_lookup(self, uint64_t pfn) noexcept nogil
     cdef IoPte *pte_alloc(self, uint64_t pfn) noexcept nogil
@@ -48,7 +49,7 @@ cdef class IoPageTable:
     cdef object _mapping_at(self, uint64_t map_pfn)
     cdef int dma_map(self, uint64_t iova, uint64_t size, uint64_t vaddr, object frames,
                      bint readonly) except? -2147483647
-    cdef int64_t dma_unmap(self, uint64_t iova, uint64_t size) except? -2147483647
+    cdef int dma_unmap(self, uint64_t iova, uint64_t size) except? -2147483647
 
 
 cdef class VfioType1Container(IoPageTable):

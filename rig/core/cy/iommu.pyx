@@ -22,6 +22,7 @@ from libc.stdlib cimport calloc, free, malloc
 from rig.core.types import IommuMapping
 
 cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFF
+cdef uint64_t NO_PARTIAL = 0xFFFFFFFFFFFFFFFF
 DEFAULT_DMA_ENTRY_LIMIT = 65535
 
 
@@ -89,7 +90,11 @@ cdef class IoPageTable:
         pfn_bits = 64 - self.pgshift
         self.max_pfn = U64_MAX >> self.pgshift
         # Interior levels needed above the leaves to cover every pfn.
+        # At least one, so the root is always an interior node (huge pgsizes leave
+        # fewer than 9 pfn bits).
         self.levels = (pfn_bits - IOPT_BITS + IOPT_BITS - 1) // IOPT_BITS
+        if self.levels < 1:
+            self.levels = 1
         self.root = <IoPtNode *>calloc(1, sizeof(IoPtNode))
         if self.root == NULL:
             raise MemoryError()
@@ -173,9 +178,16 @@ cdef class IoPageTable:
 
     # -- pinning and storage -------------------------------------------------------------
     cdef int fault(self, str site) except? -2147483647:
+        # The hook answers 0, a negative errno (fail before any change), or for a site
+        # with partial progress (errno, k): fail after k units of progress.
+        self.fault_partial = NO_PARTIAL
         if self.fault_hook is None:
             return 0
-        return self.fault_hook(site)
+        answer = self.fault_hook(site)
+        if isinstance(answer, tuple):
+            self.fault_partial = answer[1]
+            return answer[0]
+        return answer
 
     cdef int pin_and_insert(self, uint64_t iova, uint64_t size, uint64_t vaddr, object frames,
                             bint readonly) except? -2147483647:
@@ -234,7 +246,7 @@ cdef class IoPageTable:
                      bint readonly) except? -2147483647:
         raise NotImplementedError
 
-    cdef int64_t dma_unmap(self, uint64_t iova, uint64_t size) except? -2147483647:
+    cdef int dma_unmap(self, uint64_t iova, uint64_t size) except? -2147483647:
         raise NotImplementedError
 
     # -- Python API ----------------------------------------------------------------------
@@ -247,7 +259,8 @@ cdef class IoPageTable:
 
     def unmap_dma(self, uint64_t iova, uint64_t size):
         """Unmap ``[iova, iova+size)``: the unmapped byte count, or a negative errno."""
-        return self.dma_unmap(iova, size)
+        cdef int ret = self.dma_unmap(iova, size)
+        return ret if ret < 0 else self.last_unmapped
 
     cdef object _mapping_at(self, uint64_t map_pfn):
         cdef IoPte *pte = self.pte_lookup(map_pfn)
@@ -355,11 +368,11 @@ cdef class VfioType1Container(IoPageTable):
         self.dma_avail -= 1
         return 0
 
-    cdef int64_t dma_unmap(self, uint64_t iova, uint64_t size) except? -2147483647:
-        """vfio_dma_do_unmap() (v2): unmapped bytes, or -EINVAL (unaligned, zero, wrap, or
+    cdef int dma_unmap(self, uint64_t iova, uint64_t size) except? -2147483647:
+        """vfio_dma_do_unmap() (v2): 0 (bytes in last_unmapped), or -EINVAL (unaligned, zero, wrap, or
         bisecting a mapping at either end).  An empty range unmaps 0 bytes."""
         cdef uint64_t last, pfn, last_pfn, next_pfn
-        cdef int64_t unmapped = 0
+        cdef uint64_t unmapped = 0
         cdef IoPte *pte
         cdef int ret
         self.last_unmapped = 0
@@ -390,7 +403,7 @@ cdef class VfioType1Container(IoPageTable):
                 break
             pfn = next_pfn
         self.last_unmapped = unmapped
-        return unmapped
+        return 0
 
 
 cdef class IommufdIoas(IoPageTable):
@@ -421,11 +434,11 @@ cdef class IommufdIoas(IoPageTable):
             return ret
         return self.pin_and_insert(iova, size, vaddr, frames, readonly)
 
-    cdef int64_t dma_unmap(self, uint64_t iova, uint64_t size) except? -2147483647:
+    cdef int dma_unmap(self, uint64_t iova, uint64_t size) except? -2147483647:
         """iopt_unmap_iova_range(): areas walked in ascending order; one not fully inside
         gives -ENOENT after the earlier ones were removed; nothing mapped gives -ENOENT."""
-        cdef uint64_t last, pfn, first_pfn, last_pfn, next_pfn
-        cdef int64_t unmapped = 0
+        cdef uint64_t last, pfn, first_pfn, last_pfn, next_pfn, allowed
+        cdef uint64_t unmapped = 0
         cdef IoPte *pte
         cdef int ret
         self.last_unmapped = 0
@@ -434,9 +447,11 @@ cdef class IommufdIoas(IoPageTable):
         if iova + size - 1 < iova:
             return -EOVERFLOW
         last = iova + size - 1
+        # An injected failure may come after k areas were removed (partial progress).
         ret = self.fault(self.site_unmap)
-        if ret:
+        if ret and self.fault_partial == NO_PARTIAL:
             return ret
+        allowed = self.fault_partial
         first_pfn = iova >> self.pgshift
         last_pfn = last >> self.pgshift
         pfn = first_pfn
@@ -447,6 +462,9 @@ cdef class IommufdIoas(IoPageTable):
                     ((pte.map_pfn + pte.map_npages) << self.pgshift) - 1 > last:
                 self.last_unmapped = unmapped
                 return -ENOENT
+            if ret and allowed == 0:
+                break
+            allowed -= 1
             unmapped += pte.map_npages << self.pgshift
             next_pfn = pte.map_pfn + pte.map_npages
             self.remove_mapping(pte.map_pfn)
@@ -454,4 +472,6 @@ cdef class IommufdIoas(IoPageTable):
                 break
             pfn = next_pfn
         self.last_unmapped = unmapped
-        return unmapped if unmapped else -ENOENT
+        if ret:
+            return ret
+        return 0 if unmapped else -ENOENT

@@ -67,13 +67,13 @@ cdef class VFIORamDiscardListener(RamDiscardListener):
 
     cdef int _notify_discard(self, MemoryRegionSection *section) except -1:
         """vfio_ram_discard_notify_discard(): unmap with a single call."""
-        cdef int64_t ret = self.container.dma_unmap(section.offset_within_address_space,
+        cdef int ret = self.container.dma_unmap(section.offset_within_address_space,
                                                     section.size)
         if ret == -ENOENT and self.container.enoent_is_success:
             ret = 0  # QEMU's iommufd backend treats a missing mapping as unmapped
         if ret < 0:
             self.discard_errors.append((section.offset_within_address_space, section.size,
-                                        <int>ret))
+                                        ret))
         return 0
 
     def notify_populate(self, section):

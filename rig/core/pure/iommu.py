@@ -34,14 +34,15 @@ class _IoPageTable:
     enoent_is_success = False
 
     def __init__(self, pgsize: int, memlock_limit: int | None):
-        if pgsize <= 0 or pgsize & (pgsize - 1):
-            raise ValueError(f"pgsize 0x{pgsize:x} is not a power of two")
+        if pgsize < 0x1000 or pgsize & (pgsize - 1):
+            raise ValueError(f"pgsize 0x{pgsize:x} is not a power of two >= 0x1000")
         self.pgsize = pgsize
         self.memlock_limit = U64_MAX if memlock_limit is None else memlock_limit
         self.locked_vm = 0  # pinned IOMMU pages (same page in two mappings: counted twice)
         self.pinner = None
         self.fault_hook = None
         self.last_unmapped = 0
+        self._fault_partial = None
         self._starts: list[int] = []
         self._maps: dict[int, IommuMapping] = {}
 
@@ -91,7 +92,16 @@ class _IoPageTable:
 
     # -- pinning and storage -------------------------------------------------------------
     def _fault(self, site: str) -> int:
-        return self.fault_hook(site) if self.fault_hook is not None else 0
+        """The hook answers 0, a negative errno (fail before any change), or for a site
+        with partial progress (errno, k): fail after k units of progress."""
+        self._fault_partial = None
+        if self.fault_hook is None:
+            return 0
+        answer = self.fault_hook(site)
+        if isinstance(answer, tuple):
+            self._fault_partial = answer[1]
+            return answer[0]
+        return answer
 
     def _pin(self, vaddr, npages: int):
         """Resolve and pin ``npages`` frames; returns a tuple or a negative errno."""
@@ -110,6 +120,8 @@ class _IoPageTable:
         frames = self.pinner.pin_pages(vaddr, npages)
         if isinstance(frames, int):
             return frames
+        if len(frames) != npages:
+            raise ValueError(f"{len(frames)} frames given for {npages} pages")
         return tuple(frames)
 
     def _insert(self, iova: int, size: int, frames: tuple, readonly: bool) -> None:
@@ -239,16 +251,23 @@ class IommufdIoas(_IoPageTable):
         last = iova + size - 1
         if last > U64_MAX:
             return -EOVERFLOW
+        # An injected failure may come after k areas were removed (partial progress).
         ret = self._fault(self.site_unmap)
-        if ret:
+        if ret and self._fault_partial is None:
             return ret
-        rc = -ENOENT
+        allowed = self._fault_partial
         unmapped = 0
         for m in self._inside(iova, last):
             if m.iova < iova or m.iova + m.size - 1 > last:
                 self.last_unmapped = unmapped
                 return -ENOENT
+            if ret and allowed == 0:
+                break
+            if allowed is not None:
+                allowed -= 1
             unmapped += m.size
             self._remove(m)
         self.last_unmapped = unmapped
-        return unmapped if unmapped else rc
+        if ret:
+            return ret
+        return unmapped if unmapped else -ENOENT

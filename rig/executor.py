@@ -1,0 +1,106 @@
+"""The one executor: apply each op to the World, then run the oracle (DESIGN.md 4).
+
+Beside the world under test, a shadow world runs the same ops on the reference model's
+core (rig.model) when ``differential`` is on; after every op the two must agree.
+Outcome per run: ``ok``, ``vm_stopped`` (errno, op k) or ``violation`` (invariant, op k,
+detail).  Exceptions raised here are bugs of the rig, never findings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rig import oracle
+from rig.errors import errno_name
+from rig.ops import Op
+from rig.world.config import WorldConfig
+from rig.world.world import World
+
+
+@dataclass
+class Step:
+    index: int
+    op: Op
+    result: object
+    faults: list          # (site, errno, partial) injected during this op
+    events: list          # world events of this op (interleavings, retries, warnings, ...)
+    violations: list      # oracle.Violation
+
+
+@dataclass
+class Outcome:
+    kind: str                     # ok | vm_stopped | violation
+    op_index: int | None = None
+    errno: int | None = None
+    invariant: str | None = None
+    detail: str = ""
+    violations: list = field(default_factory=list)
+
+    def matches(self, other: "Outcome") -> bool:
+        """Same kind, and same errno / invariant where they apply (expect: lines)."""
+        return (self.kind == other.kind and
+                (self.kind != "vm_stopped" or other.errno is None or self.errno == other.errno) and
+                (self.kind != "violation" or other.invariant is None
+                 or self.invariant == other.invariant))
+
+    def __str__(self) -> str:
+        if self.kind == "ok":
+            return "ok"
+        if self.kind == "vm_stopped":
+            return f"vm_stopped {errno_name(self.errno)}"
+        return f"violation {self.invariant}"
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    steps: list
+    world: World
+    shadow: World | None
+
+    @property
+    def coverage(self) -> dict:
+        return self.world.plan.coverage()
+
+
+def run(config: WorldConfig, ops, backend: str = "cy", differential: bool = True,
+        stop_at_violation: bool = True) -> RunResult:
+    """Run ``ops`` from a fresh world built from ``config`` (validated here)."""
+    config.validate()
+    world = World(config, backend)
+    shadow = World(config, "model") if differential and backend != "model" else None
+    steps: list[Step] = []
+    outcome = Outcome("ok")
+    all_violations: list = []
+    for index, op in enumerate(ops):
+        events_before = len(world.events)
+        world.begin_op(index, op)
+        before = world.snapshot() if op.name == "kvm_convert_memory" else None
+        result = world.apply(op)
+        violations = oracle.check(world, before, result)
+        if shadow is not None:
+            shadow.begin_op(index, op)
+            shadow_result = shadow.apply(op)
+            violations += oracle.check_differential(world, shadow, result, shadow_result)
+        events = world.events[events_before:]
+        faults = [(e[2], e[3], e[4]) for e in events if e[0] == "fault"]
+        steps.append(Step(index, op, result, faults,
+                          [e for e in events if e[0] != "fault"], violations))
+        stopped = world.vm_stopped
+        if (stopped is None and op.name == "kvm_convert_memory" and isinstance(result, int)
+                and result < 0 and world.design.stops_vm):
+            stopped = world.vm_stopped = result
+            world.event("vm_stop", result)
+        if violations:
+            all_violations.extend(violations)
+            if outcome.kind != "violation":
+                head = violations[0]
+                outcome = Outcome("violation", index, None, head.invariant, head.detail,
+                                  list(violations))
+            if stop_at_violation:
+                break
+        if stopped is not None:
+            if outcome.kind == "ok":
+                outcome = Outcome("vm_stopped", index, stopped)
+            break
+    return RunResult(outcome, steps, world, shadow)

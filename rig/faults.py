@@ -1,0 +1,258 @@
+"""Fault injection: named sites and deterministic plans (DESIGN.md 4, "Faults").
+
+A *site* is a stable string naming a place where the real system can fail
+(``vfio.dma_map``), never a file and line.  The world asks the plan at every hit of a
+site; the plan answers None (no fault) or an ``Injected`` fault.  Three plans:
+
+``explicit``  per-op properties of a trace: ``vfio.dma_map=ENOSPC@2`` fails the 2nd hit of
+              that site inside that op; ``memfd.punch_hole=EINTR@1/3`` fails the 1st hit
+              after 3 pages were punched (a partial punch).
+``fail_nth``  fail the n-th site hit of the whole run (Linux's iommufd_fail_nth); a sweep
+              runs once counting hits, then n = 1, 2, ... until a run reaches no fault.
+``seeded``    from a seed: each site is active for the run with probability p_activate,
+              then fires on each hit with probability p_fire (FoundationDB's BUGGIFY);
+              every site draws from its own sub-seed, so adding a site does not reshuffle
+              the others, and faults never reshuffle the op stream.
+
+Every plan counts, per site, how often it was reached and how often it fired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from rig.errors import (EAGAIN, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, ENOENT, ENOMEM,
+                        ENOSPC, ERRNO_BY_NAME, errno_name)
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    errnos: tuple[int, ...]  # the errnos this site can return; the first is the default
+    partial: bool = False    # fails after partial progress (punch holes, iommufd unmap)
+    doc: str = ""
+
+
+SITES: dict[str, Site] = {s.name: s for s in (
+    Site("vfio.dma_map", (ENOMEM, EFAULT, ENOSPC, EEXIST),
+         doc="VFIO_IOMMU_MAP_DMA (type1) fails before any change"),
+    Site("vfio.dma_unmap", (EINVAL, EBUSY),
+         doc="VFIO_IOMMU_UNMAP_DMA (type1) fails before any change"),
+    Site("iommufd.ioas_map", (ENOMEM, EFAULT, EEXIST),
+         doc="IOMMU_IOAS_MAP fails before any change"),
+    Site("iommufd.ioas_unmap", (ENOENT,), partial=True,
+         doc="IOMMU_IOAS_UNMAP fails with -ENOENT after removing the first k areas"),
+    Site("pin.pin_pages", (ENOMEM, EFAULT),
+         doc="pin_user_pages fails (-ENOMEM: RLIMIT_MEMLOCK; -EFAULT); the map is undone"),
+    Site("memfd.punch_hole", (EINTR, ENOMEM, EIO), partial=True,
+         doc="fallocate(PUNCH_HOLE) on the shared memfd: k pages punched, then the error"),
+    Site("gmem.punch_hole", (EINTR, ENOMEM, EIO), partial=True,
+         doc="fallocate(PUNCH_HOLE) on guest_memfd: k pages punched, then the error"),
+    Site("kvm.set_memory_attributes", (ENOMEM, EAGAIN),
+         doc="KVM_SET_MEMORY_ATTRIBUTES fails before any change"),
+    Site("listener.notify_populate", (ENOMEM, EBUSY),
+         doc="a generic (non-VFIO) RamDiscardListener refuses to populate"),
+)}
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One explicit fault: the ``nth`` hit of ``site`` inside the op fails with ``errno``
+    (negative), after ``partial`` units of progress for partial sites."""
+
+    site: str
+    errno: int
+    nth: int = 1
+    partial: int | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.site}={errno_name(self.errno)}@{self.nth}"
+        return text if self.partial is None else f"{text}/{self.partial}"
+
+    @classmethod
+    def parse(cls, text: str) -> "FaultSpec":
+        """``site=ERRNO[@nth][/partial]``; raises ValueError naming the bad field."""
+        if "=" not in text:
+            raise ValueError(f"fault {text!r}: expected site=ERRNO[@nth][/partial]")
+        site, rest = text.split("=", 1)
+        if site not in SITES:
+            raise ValueError(f"fault {text!r}: unknown site {site!r}")
+        partial = None
+        if "/" in rest:
+            rest, partial_text = rest.split("/", 1)
+            if not SITES[site].partial:
+                raise ValueError(f"fault {text!r}: site {site} has no partial progress")
+            partial = _parse_count(partial_text, text, "partial")
+        nth = 1
+        if "@" in rest:
+            rest, nth_text = rest.split("@", 1)
+            nth = _parse_count(nth_text, text, "nth")
+            if nth < 1:
+                raise ValueError(f"fault {text!r}: nth must be >= 1")
+        if rest not in ERRNO_BY_NAME:
+            raise ValueError(f"fault {text!r}: unknown errno {rest!r}")
+        errno = -ERRNO_BY_NAME[rest]
+        if -errno not in SITES[site].errnos:
+            allowed = ", ".join(errno_name(-e) for e in SITES[site].errnos)
+            raise ValueError(f"fault {text!r}: {site} cannot fail with {rest} (only {allowed})")
+        return cls(site, errno, nth, partial)
+
+
+def _parse_count(text: str, whole: str, what: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise ValueError(f"fault {whole!r}: {what} {text!r} is not a number") from None
+    if value < 0:
+        raise ValueError(f"fault {whole!r}: {what} must be >= 0")
+    return value
+
+
+@dataclass
+class Injected:
+    """A fault the plan fired.  ``partial``: units done before failing (partial sites)."""
+
+    site: str
+    errno: int
+    partial: int | None = None
+    injected: bool = True
+
+
+@dataclass
+class SiteStats:
+    reached: int = 0
+    fired: int = 0
+
+
+class FaultPlan:
+    """Base plan: never fires, but counts.  Subclasses decide in ``_decide``."""
+
+    mode = "none"
+
+    def __init__(self):
+        self.stats: dict[str, SiteStats] = {name: SiteStats() for name in SITES}
+        self.hits = 0
+        self.op_index = -1
+        self.op_hits: dict[str, int] = {}
+        self.fired: list[tuple[int, Injected]] = []
+
+    def begin_op(self, index: int, op) -> None:
+        self.op_index = index
+        self.op_hits = {}
+
+    def hit(self, site: str, units: int = 1) -> Injected | None:
+        """Called by the world at every hit of ``site``; ``units`` is the progress a partial
+        site could make (pages to punch, areas to unmap)."""
+        if site not in SITES:
+            raise KeyError(f"unknown fault site {site!r}")
+        self.hits += 1
+        self.op_hits[site] = self.op_hits.get(site, 0) + 1
+        self.stats[site].reached += 1
+        fault = self._decide(site, units)
+        if fault is not None:
+            self.stats[site].fired += 1
+            self.fired.append((self.op_index, fault))
+        return fault
+
+    def _decide(self, site: str, units: int) -> Injected | None:
+        return None
+
+    def describe(self) -> str:
+        return self.mode
+
+    def coverage(self) -> dict[str, tuple[int, int]]:
+        return {name: (s.reached, s.fired) for name, s in self.stats.items()}
+
+
+class ExplicitPlan(FaultPlan):
+    """Faults pinned by the ``fault`` property of each op."""
+
+    mode = "explicit"
+
+    def begin_op(self, index: int, op) -> None:
+        super().begin_op(index, op)
+        self.specs = tuple(op.prop("fault", ())) if op is not None else ()
+
+    def _decide(self, site: str, units: int) -> Injected | None:
+        for spec in self.specs:
+            if spec.site == site and spec.nth == self.op_hits[site]:
+                partial = None
+                if SITES[site].partial:
+                    partial = min(units, spec.partial if spec.partial is not None else 0)
+                return Injected(site, spec.errno, partial)
+        return None
+
+
+class FailNthPlan(ExplicitPlan):
+    """Fail the ``nth`` site hit of the run (1-based) with the site's default errno;
+    explicit per-op faults still apply.  Partial sites fail halfway."""
+
+    mode = "fail_nth"
+
+    def __init__(self, nth: int):
+        super().__init__()
+        self.nth = nth
+
+    def _decide(self, site: str, units: int) -> Injected | None:
+        explicit = super()._decide(site, units)
+        if explicit is not None:
+            return explicit
+        if self.hits != self.nth:
+            return None
+        partial = units // 2 if SITES[site].partial else None
+        return Injected(site, -SITES[site].errnos[0], partial)
+
+    def describe(self) -> str:
+        return f"fail_nth={self.nth}"
+
+
+def sub_seed(seed: int, name: str) -> int:
+    """A stable per-subsystem seed (no hash(): PYTHONHASHSEED must not matter)."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+class SeededPlan(ExplicitPlan):
+    """BUGGIFY: each site active with ``p_activate``, then firing with ``p_fire`` per hit."""
+
+    mode = "seeded"
+
+    def __init__(self, seed: int, p_activate: float = 0.25, p_fire: float = 0.1):
+        super().__init__()
+        self.seed = seed
+        self.p_activate = p_activate
+        self.p_fire = p_fire
+        self.rngs = {name: random.Random(sub_seed(seed, f"fault/{name}")) for name in SITES}
+        self.active = {name: self.rngs[name].random() < p_activate for name in SITES}
+
+    def _decide(self, site: str, units: int) -> Injected | None:
+        explicit = super()._decide(site, units)
+        if explicit is not None:
+            return explicit
+        rng = self.rngs[site]
+        if not self.active[site] or rng.random() >= self.p_fire:
+            return None
+        errnos = SITES[site].errnos
+        errno = -errnos[rng.randrange(len(errnos))]
+        partial = rng.randrange(units + 1) if SITES[site].partial else None
+        return Injected(site, errno, partial)
+
+    def describe(self) -> str:
+        return f"seeded seed={self.seed} p_activate={self.p_activate} p_fire={self.p_fire}"
+
+
+def make_plan(mode: str, seed: int = 0, nth: int = 0, p_activate: float = 0.25,
+              p_fire: float = 0.1) -> FaultPlan:
+    if mode in ("none", "explicit"):
+        return ExplicitPlan()
+    if mode == "fail_nth":
+        return FailNthPlan(nth)
+    if mode == "seeded":
+        return SeededPlan(seed, p_activate, p_fire)
+    raise ValueError(f"unknown fault mode {mode!r} (explicit, fail_nth, seeded)")
+
+
+__all__ = ["SITES", "Site", "FaultSpec", "Injected", "FaultPlan", "ExplicitPlan",
+           "FailNthPlan", "SeededPlan", "make_plan", "sub_seed", "EINVAL", "EIO"]

@@ -1,0 +1,252 @@
+"""The oracle: the ten invariants of DESIGN.md 4.1, checked after every op.
+
+Each check returns Violations whose detail names pages, frames and mappings in hex, so a
+report says *what* broke, not just *that* something did.  The order of ``INVARIANTS``
+is the order of severity used to pick the headline of an outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rig.world.host import PAGE_SIZE
+
+INVARIANTS = (
+    "stale-mapping",
+    "private-dma",
+    "pin-leak",
+    "data-integrity",
+    "shared-unmapped",
+    "attr-agree",
+    "atomic-failure",
+    "dma-accounting",
+    "double-backing",
+    "differential",
+)
+
+DOC = {
+    "stale-mapping": "every IOMMU mapping points at the frame that currently backs its "
+                     "guest page",
+    "private-dma": "no IOMMU mapping reaches a private page",
+    "shared-unmapped": "every shared page inside a registered listener's section is "
+                       "mapped (populated)",
+    "pin-leak": "no frame is pinned after its file dropped it; locked_vm equals the pins",
+    "double-backing": "no guest page is backed in both memfd and guest_memfd",
+    "attr-agree": "KVM's private attribute agrees with the bitmap for every block",
+    "dma-accounting": "dma_avail + mappings == dma_entry_limit (type1)",
+    "atomic-failure": "a conversion that returns an error leaves the world as before",
+    "data-integrity": "what a device wrote to a shared page is what the guest reads",
+    "differential": "the core and the reference model agree",
+}
+
+#: How many offending items a detail line lists before "and N more".
+DETAIL_ITEMS = 4
+
+
+@dataclass
+class Violation:
+    invariant: str
+    detail: str
+    items: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.invariant}: {self.detail}"
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:DETAIL_ITEMS])
+    more = len(items) - DETAIL_ITEMS
+    return shown + (f", and {more} more" if more > 0 else "")
+
+
+def _frame_desc(world, frame_id: int) -> str:
+    frame = world.frames.frames.get(frame_id)
+    if frame is None:
+        return f"frame #{frame_id} (freed)"
+    if frame.file is None:
+        return f"frame #{frame_id} (dropped, {frame.pins} pins)"
+    return f"frame #{frame_id} ({frame.file.name}[0x{frame.index * frame.file.page_size:x}])"
+
+
+def check_mappings(world) -> list[Violation]:
+    """stale-mapping and private-dma, from one walk over the IOMMU's mappings."""
+    stale, private = [], []
+    inplace = world.design.inplace
+    for mapping in world.container.mappings():
+        for i, frame_id in enumerate(mapping.frames):
+            gpa = mapping.iova + i * PAGE_SIZE
+            block = world.block_at(gpa)
+            if block is None:
+                stale.append(f"iova 0x{gpa:x} (not RAM) -> {_frame_desc(world, frame_id)}")
+                continue
+            current = block.shared_file(inplace).frame_at(gpa - block.gpa)
+            if current is None or current.id != frame_id:
+                now = f"#{current.id}" if current is not None else "a hole"
+                stale.append(f"iova 0x{gpa:x} -> {_frame_desc(world, frame_id)}, "
+                             f"page backed by {now}")
+            frame = world.frames.frames.get(frame_id)
+            if (frame is not None and frame.file is block.gmem
+                    and world.kvm.is_private(gpa)):
+                private.append(f"iova 0x{gpa:x} -> {_frame_desc(world, frame_id)}")
+    out = []
+    if stale:
+        out.append(Violation("stale-mapping", f"{len(stale)} IOMMU page(s) point at a frame "
+                             f"that no longer backs the page: {_listing(stale)}", stale))
+    if private:
+        out.append(Violation("private-dma", f"{len(private)} IOMMU page(s) reach private "
+                             f"guest_memfd memory: {_listing(private)}", private))
+    return out
+
+
+def check_pins(world) -> list[Violation]:
+    """pin-leak: no dropped frame is still pinned; locked_vm equals the pins taken."""
+    out = []
+    leaked = world.frames.leaked()
+    if leaked:
+        items = [f"frame #{f.id} ({f.pins} pins)" for f in sorted(leaked, key=lambda f: f.id)]
+        out.append(Violation("pin-leak", f"{len(leaked)} frame(s) dropped by their file but "
+                             f"still pinned: {_listing(items)}", items))
+    pins = sum(f.pins for f in world.frames.frames.values())
+    if world.container.locked_vm != pins:
+        out.append(Violation("pin-leak", f"locked_vm {world.container.locked_vm} != "
+                             f"{pins} pinned pages"))
+    return out
+
+
+def check_listeners(world) -> list[Violation]:
+    """shared-unmapped: every page KVM says is shared, inside a registered section, is
+    mapped (VFIO) or populated (generic listeners)."""
+    items = []
+    translate = world.container.translate
+    for (kind, dev), device in sorted(world.devices.items()):
+        if kind == "vfio" and device.mappings:
+            sections = [(None, iova, size) for iova, size in device.mappings]
+        else:
+            sections = [(rdl, rdl.section.offset_within_address_space, rdl.section.size)
+                        for _, rdl in device.listeners if rdl.section is not None]
+        for rdl, iova, size in sections:
+            for gpa in range(iova, iova + size, PAGE_SIZE):
+                if world.kvm.is_private(gpa) or world.block_at(gpa) is None:
+                    continue
+                if kind == "vfio":
+                    if translate(gpa) < 0:
+                        items.append(f"vfio{dev}: gpa 0x{gpa:x} not mapped")
+                else:
+                    block = world.block_at(gpa)
+                    bs = world.config.block_size
+                    if (gpa - block.gpa) // bs * bs not in rdl.populated:
+                        items.append(f"rdl{dev}: gpa 0x{gpa:x} not populated")
+    if not items:
+        return []
+    return [Violation("shared-unmapped", f"{len(items)} shared page(s) missing from a "
+                      f"listener: {_listing(items)}", items)]
+
+
+def check_backing(world) -> list[Violation]:
+    """double-backing (not for in-place designs, nor hugetlb shared memory, which QEMU
+    deliberately keeps)."""
+    if world.design.inplace or world.config.hugetlb:
+        return []
+    items = []
+    for block in world.blocks:
+        for index in sorted(set(block.memfd.pages) & set(block.gmem.pages)):
+            items.append(f"gpa 0x{block.gpa + index * PAGE_SIZE:x}")
+    if not items:
+        return []
+    return [Violation("double-backing", f"{len(items)} page(s) backed in both memfd and "
+                      f"guest_memfd ({len(items)} extra frames): {_listing(items)}", items)]
+
+
+def check_attributes(world) -> list[Violation]:
+    """attr-agree: bit set <=> every page of the block is shared for KVM."""
+    items = []
+    bs = world.config.block_size
+    for block in world.blocks:
+        bits = set(block.attr.bitmap.set_bits())
+        for nr in range(block.size // bs):
+            gpa = block.gpa + nr * bs
+            private = [world.kvm.is_private(gpa + o) for o in range(0, bs, PAGE_SIZE)]
+            shared_bit = nr in bits
+            if shared_bit and any(private) or not shared_bit and not all(private):
+                kvm = "private" if all(private) else "shared" if not any(private) else "mixed"
+                items.append(f"gpa 0x{gpa:x} bitmap {'shared' if shared_bit else 'private'}"
+                             f" kvm {kvm}")
+    if not items:
+        return []
+    return [Violation("attr-agree", f"{len(items)} block(s) where KVM and the bitmap "
+                      f"disagree: {_listing(items)}", items)]
+
+
+def check_accounting(world) -> list[Violation]:
+    c = world.container
+    if world.config.iommu != "type1":
+        return []
+    if c.dma_avail + c.count != world.config.dma_entry_limit:
+        return [Violation("dma-accounting", f"dma_avail {c.dma_avail} + {c.count} mappings "
+                          f"!= dma_entry_limit {world.config.dma_entry_limit}")]
+    return []
+
+
+def check_data(world) -> list[Violation]:
+    items = []
+    for page, tag in sorted(world.expected_data.items()):
+        frame = world.guest_frame(page)
+        seen = frame.data if frame is not None else 0
+        if seen != tag:
+            items.append(f"gpa 0x{page:x}: device wrote tag {tag}, guest reads {seen}")
+    if not items:
+        return []
+    return [Violation("data-integrity", f"{len(items)} device write(s) lost: "
+                      f"{_listing(items)}", items)]
+
+
+def check_atomic(before: dict, after: dict) -> list[Violation]:
+    changed = [key for key in before if before[key] != after[key]]
+    if not changed:
+        return []
+    parts = []
+    for key in changed:
+        if key == "files":
+            names = [n for n in before[key] if before[key][n] != after[key][n]]
+            parts.append(f"files ({', '.join(names)})")
+        else:
+            parts.append(key)
+    return [Violation("atomic-failure", "the failed conversion changed "
+                      + ", ".join(parts), changed)]
+
+
+CHECKS = (check_mappings, check_pins, check_data, check_listeners, check_attributes,
+          check_accounting, check_backing)
+
+
+def check(world, before: dict | None = None, result=None) -> list[Violation]:
+    """Every invariant on ``world`` after an op.  ``before``: the snapshot taken before a
+    conversion, compared when it returned an error."""
+    out: list[Violation] = []
+    for fn in CHECKS:
+        out.extend(fn(world))
+    if before is not None and isinstance(result, int) and result < 0:
+        out.extend(check_atomic(before, world.snapshot()))
+    out.sort(key=lambda v: INVARIANTS.index(v.invariant))
+    return out
+
+
+def check_differential(world, shadow, result, shadow_result) -> list[Violation]:
+    """The core under test and the reference model, run side by side, agree."""
+    diffs = []
+    if repr(result) != repr(shadow_result):
+        diffs.append(f"result {result!r} vs model {shadow_result!r}")
+    for block, model_block in zip(world.blocks, shadow.blocks):
+        a, b = block.attr.bitmap.set_bits(), model_block.attr.bitmap.set_bits()
+        if list(a) != list(b):
+            diffs.append(f"{block.name} bitmap {list(a)} vs model {list(b)}")
+    a = [tuple(m) for m in world.container.mappings()]
+    b = [tuple(m) for m in shadow.container.mappings()]
+    if a != b:
+        diffs.append(f"mappings {len(a)} vs model {len(b)}")
+    if world.listener_log != shadow.listener_log:
+        diffs.append(f"listener calls {len(world.listener_log)} vs model "
+                     f"{len(shadow.listener_log)}")
+    if not diffs:
+        return []
+    return [Violation("differential", "; ".join(diffs), diffs)]

@@ -1,0 +1,108 @@
+"""The rig's own target: a conversion either happens completely or not at all."""
+
+from rig.errors import EINVAL
+from rig.world.designs.base import Design
+from rig.world.host import PAGE_SIZE
+
+
+class Hardened(Design):
+    """Contract: every invariant under every fault.
+
+    - Validation first: page-aligned, non-empty, no wrap; every piece of the range must be
+      RAM and block-aligned (a range that crosses two RAM blocks is split, one that
+      touches a gap is refused; a range entirely outside RAM converted to shared is
+      accepted as a no-op, as QEMU does for the MMIO hole).
+    - KVM attributes first (all or nothing), then state_change per RAM block with the
+      ``full`` rollback policy (listeners and bitmap restored, mixtures included); on a
+      failure, earlier blocks are converted back and KVM's attributes restored page run
+      by page run to exactly what they were.
+    - Map after to-shared (attributes, then populate) and unmap before freeing memory on
+      to-private (discard, then punch the memfd).
+    - The discard of the unused side comes last and is retried (punching is idempotent);
+      so is every undo step (unmap, attribute restore).
+    - Hot-plug and conversions are serialized (one lock): no conversion lands inside a
+      registration replay, so no block is ever populated twice into a listener.
+    - A replay failure at hot-plug unregisters the device's listeners and refuses it; the
+      dma_max_mappings check refuses too.
+    - No VM stop for a recoverable error: the error goes back to the guest.
+    """
+
+    name = "hardened"
+    rollback = "full"
+    atomic = True
+    stops_vm = False
+    budget_check = "refuse"
+    serialize_hotplug = True
+    retries = 8
+
+    def register_failed(self, world, device, ret):
+        self.teardown(world, device)
+        return ret
+
+    def pieces(self, world, start, size):
+        """The per-RAM-block sections of the range, or None if it is not convertible."""
+        if not self.page_aligned(start, size):
+            return None
+        pieces = world.sections(start, size)
+        if sum(section.size for _, section in pieces) != size:
+            return None
+        bs = world.config.block_size
+        for _, section in pieces:
+            if section.offset_within_region % bs or section.size % bs:
+                return None
+        return pieces
+
+    def save_attributes(self, world, start, size):
+        return [world.kvm.is_private(gpa) for gpa in range(start, start + size, PAGE_SIZE)]
+
+    def restore_attributes(self, world, start, saved) -> None:
+        """Set KVM's attribute back run by run (each run all-or-nothing, retried)."""
+        i = 0
+        while i < len(saved):
+            j = i
+            while j < len(saved) and saved[j] == saved[i]:
+                j += 1
+            run_start, run_size, private = start + i * PAGE_SIZE, (j - i) * PAGE_SIZE, saved[i]
+            ret = self.retry(world, "kvm attribute restore", lambda: world.kvm_set_memory_attributes(
+                run_start, run_size, private))
+            if ret:
+                world.event("give_up", "kvm attribute restore", run_start, run_size, ret)
+            i = j
+
+    def kvm_convert_memory(self, world, start, size, to_private):
+        if self.page_aligned(start, size) and not to_private and not world.sections(start, size):
+            return 0  # converting a non-RAM range to shared: nothing to do
+        pieces = self.pieces(world, start, size)
+        if pieces is None:
+            return -EINVAL
+        saved = self.save_attributes(world, start, size)
+        ret = world.kvm_set_memory_attributes(start, size, to_private)
+        if ret:
+            return ret
+        done = []
+        for block, section in pieces:
+            ret = block.attr.state_change(section.offset_within_region, section.size, to_private)
+            if ret:
+                # Only a populate fails, and its own block was rolled back fully; discard
+                # the blocks converted before it (a discard cannot fail).
+                for done_block, done_section in reversed(done):
+                    done_block.attr.state_change(done_section.offset_within_region,
+                                                 done_section.size, True)
+                self.restore_attributes(world, start, saved)
+                return ret
+            done.append((block, section))
+        for block, section in pieces:
+            self.discard_unused_side(world, block, section, to_private)
+        return 0
+
+    def discard_unused_side(self, world, block, section, to_private) -> None:
+        offset, length = section.offset_within_region, section.size
+        if to_private:
+            if world.config.hugetlb:
+                return
+            step = lambda: world.ram_block_discard_range(block, offset, length)  # noqa: E731
+        else:
+            step = lambda: world.ram_block_discard_guest_memfd_range(block, offset, length)  # noqa: E731
+        ret = self.retry(world, "discard", step)
+        if ret:
+            world.event("give_up", "discard", block.gpa + offset, length, ret)

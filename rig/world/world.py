@@ -1,0 +1,527 @@
+"""The simulated world: KVM, host memory, RAM blocks with their RamBlockAttributes, the
+IOMMU, VFIO devices and generic listeners, driven one op at a time by a design.
+
+The world owns the mechanics that are the same for every design (memory_region_find,
+the KVM ioctl, hole punching, pinning, device DMA); a design decides the order and the
+error handling of kvm_convert_memory and of device hot-plug (rig.world.designs).
+
+Addresses: IOVA = guest-physical address (VFIO maps guest RAM at its GPA); block ``i``'s
+shared memory is mapped in the host at ``HOST_VADDR_BASE + i * HOST_VADDR_STRIDE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rig.core import load_backend
+from rig.core.types import MemoryRegionSection
+from rig.errors import EFAULT, EINVAL, ENOENT
+from rig.faults import FaultPlan, Injected, make_plan
+from rig.world.config import WorldConfig
+from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile
+from rig.world.kvm import Kvm
+
+HOST_VADDR_BASE = 0x7F0000000000
+HOST_VADDR_STRIDE = 0x10000000000  # 1 TiB between blocks
+
+
+def core_backend(name: str):
+    if name == "model":
+        from rig import model
+
+        return model.backend()
+    return load_backend(name)
+
+
+class RamBlock:
+    """A RAMBlock with guest_memfd: shared memfd + guest_memfd + its state manager."""
+
+    def __init__(self, index: int, gpa: int, size: int, world: "World"):
+        cfg = world.config
+        self.index = index
+        self.gpa = gpa
+        self.size = size
+        self.end = gpa + size
+        self.vaddr = HOST_VADDR_BASE + index * HOST_VADDR_STRIDE
+        self.memfd = HostFile(f"memfd{index}", size,
+                              HUGE_PAGE_SIZE if cfg.hugetlb else PAGE_SIZE, world.frames)
+        self.gmem = HostFile(f"gmem{index}", size, PAGE_SIZE, world.frames)
+        self.attr = world.core.RamBlockAttributes(size, cfg.block_size, world.design.rollback)
+
+    @property
+    def name(self) -> str:
+        return f"ram{self.index}"
+
+    def contains(self, gpa: int) -> bool:
+        return self.gpa <= gpa < self.end
+
+    def shared_file(self, inplace: bool) -> HostFile:
+        """The file whose pages the host maps (and VFIO pins) for shared memory."""
+        return self.gmem if inplace else self.memfd
+
+
+@dataclass
+class Device:
+    """A hot-plugged device: a VFIO device (listeners or, uncoordinated, whole-RAM
+    mappings) or a generic RamDiscardListener user."""
+
+    dev: int
+    kind: str  # "vfio" | "rdl"
+    gpa: int
+    size: int
+    listeners: list = field(default_factory=list)   # (RamBlock, listener)
+    mappings: list = field(default_factory=list)    # (iova, size): uncoordinated designs
+
+
+_LISTENER_CLASSES: dict = {}
+
+
+def listener_classes(core):
+    """World listener classes for a core backend (they subclass its RamDiscardListener)."""
+    if core.name in _LISTENER_CLASSES:
+        return _LISTENER_CLASSES[core.name]
+
+    class WorldVfioListener(core.RamDiscardListener):
+        """Wraps the core's VFIORamDiscardListener (which maps granule by granule in C)
+        so that the world sees each notification: the call log for the differential
+        check and replay, and the interleaving points."""
+
+        def __init__(self, world, name, inner):
+            super().__init__()
+            self.double_discard_supported = True
+            self.world = world
+            self.name = name
+            self.inner = inner
+
+        def notify_populate(self, section):
+            before = len(self.inner.discard_errors)
+            ret = self.inner.notify_populate(section)
+            if ret and len(self.inner.discard_errors) > before:
+                # VFIO's own rollback unmap failed: designs with retries finish it.
+                self._retry_discard(section)
+            self.world.notified(self, "populate", section, ret)
+            return ret
+
+        def notify_discard(self, section):
+            before = len(self.inner.discard_errors)
+            fired = len(self.world.plan.fired)
+            self.inner.notify_discard(section)
+            ret = self.inner.discard_errors[before][2] if len(self.inner.discard_errors) > before else 0
+            if ret:
+                ret = self._retry_discard(section)
+            elif len(self.world.plan.fired) > fired and self.world.design.retries > 1:
+                # QEMU's iommufd backend reports -ENOENT as success, which hides an unmap
+                # that failed part way; a careful design checks what is left.
+                ret = self._finish_partial_unmap(section)
+            self.world.notified(self, "discard", section, ret)
+
+        def _finish_partial_unmap(self, section) -> int:
+            iova = section.offset_within_address_space
+            container = self.world.container
+            for attempt in range(1, self.world.design.retries):
+                left = [m for m in container.mappings()
+                        if m.iova < iova + section.size and iova < m.iova + m.size]
+                if not left:
+                    return 0
+                self.world.event("retry", "vfio unmap (partial)", attempt, len(left))
+                self.inner.notify_discard(section)
+            return 0 if not any(m.iova < iova + section.size and iova < m.iova + m.size
+                                for m in container.mappings()) else -ENOENT
+
+        def _retry_discard(self, section) -> int:
+            """Unmapping an exact section is idempotent: designs with ``retries`` > 1
+            repeat it after an error instead of only reporting it."""
+            ret = self.inner.discard_errors[-1][2]
+            for attempt in range(1, self.world.design.retries):
+                self.world.event("retry", "vfio unmap", attempt, ret)
+                before = len(self.inner.discard_errors)
+                self.inner.notify_discard(section)
+                if len(self.inner.discard_errors) == before:
+                    return 0
+                ret = self.inner.discard_errors[-1][2]
+            return ret
+
+    class GenericListener(core.RamDiscardListener):
+        """A non-VFIO RamDiscardListener (a virtio-mem-like user): it tracks which blocks
+        it was told are populated, and may refuse (fault site listener.notify_populate)."""
+
+        def __init__(self, world, name):
+            super().__init__()
+            self.world = world
+            self.name = name
+            self.populated: set[int] = set()  # region offsets of populated blocks
+
+        def notify_populate(self, section):
+            fault = self.world.fault("listener.notify_populate")
+            ret = fault.errno if fault else 0
+            if not ret:
+                self.populated.update(self.world.block_offsets(section))
+            self.world.notified(self, "populate", section, ret)
+            return ret
+
+        def notify_discard(self, section):
+            self.populated.difference_update(self.world.block_offsets(section))
+            self.world.notified(self, "discard", section, 0)
+
+    _LISTENER_CLASSES[core.name] = (WorldVfioListener, GenericListener)
+    return _LISTENER_CLASSES[core.name]
+
+
+class HostPinner:
+    """pin_user_pages for the IOMMU: resolves a host address to file pages, allocating
+    holes (pinning touches the page), and takes a pin on each frame."""
+
+    def __init__(self, world: "World"):
+        self.world = world
+
+    def pin_pages(self, vaddr: int, npages: int):
+        world = self.world
+        fault = world.fault("pin.pin_pages")
+        if fault:
+            return fault.errno
+        block, offset = world.block_from_vaddr(vaddr, npages * PAGE_SIZE)
+        if block is None:
+            return -EFAULT
+        inplace = world.design.inplace
+        file = block.shared_file(inplace)
+        if inplace and any(world.kvm.is_private(block.gpa + offset + i * PAGE_SIZE)
+                           for i in range(npages)):
+            return -EFAULT  # private guest_memfd pages cannot be mapped by the host
+        frames = []
+        for i in range(npages):
+            frame = file.touch(offset + i * PAGE_SIZE)
+            frame.pins += 1
+            frames.append(frame.id)
+        return frames
+
+    def unpin_pages(self, frames) -> None:
+        table = self.world.frames
+        for frame_id in frames:
+            frame = table.frames[frame_id]
+            frame.pins -= 1
+            table.release(frame)
+
+
+class World:
+    """One simulated VM.  Build it from a validated config; apply ops with ``apply``."""
+
+    def __init__(self, config: WorldConfig, backend: str = "cy", plan: FaultPlan | None = None):
+        from rig.world.designs import make_design
+
+        self.config = config
+        self.core = core_backend(backend)
+        self.backend = backend
+        self.design = make_design(config.design)
+        self.plan = plan if plan is not None else make_plan(
+            config.faults, seed=config.seed, nth=config.fail_nth,
+            p_activate=config.p_activate, p_fire=config.p_fire)
+        self.kvm = Kvm()
+        self.frames = FrameTable()
+        self.blocks = [RamBlock(i, r.gpa, r.size, self) for i, r in enumerate(config.ram)]
+        if config.iommu == "type1":
+            self.container = self.core.VfioType1Container(
+                config.dma_entry_limit, 0x1000, None, config.memlock_limit)
+        else:
+            self.container = self.core.IommufdIoas(0x1000, config.memlock_limit)
+        self.container.pinner = HostPinner(self)
+        self.container.fault_hook = self._iommu_fault_hook
+        self.devices: dict[tuple[str, int], Device] = {}
+        self.events: list[tuple] = []
+        self.listener_log: list[tuple] = []
+        self.expected_data: dict[int, int] = {}  # gpa page -> tag a device wrote
+        self.tag = 0
+        self.op_index = -1
+        self.vm_stopped: int | None = None
+        self.budget_check = (self.design.budget_check if config.budget_check == "auto"
+                             else config.budget_check)
+        # QEMU makes every guest_memfd memslot private when it creates it.
+        for block in self.blocks:
+            self.kvm.private.update(range(block.gpa // PAGE_SIZE, block.end // PAGE_SIZE))
+        self._interleave = None
+
+    # -- lookups -------------------------------------------------------------------------
+    def block_at(self, gpa: int) -> RamBlock | None:
+        for block in self.blocks:
+            if block.contains(gpa):
+                return block
+        return None
+
+    def memory_region_find(self, start: int, size: int):
+        """memory_region_find(): the lowest RAM block intersecting [start, start+size)
+        and the offset of the intersection in it; None if the range hits no RAM."""
+        for block in self.blocks:
+            if block.gpa < start + size and start < block.end:
+                return block, max(start, block.gpa) - block.gpa
+        return None
+
+    def block_from_vaddr(self, vaddr: int, size: int):
+        index, offset = divmod(vaddr - HOST_VADDR_BASE, HOST_VADDR_STRIDE)
+        if vaddr < HOST_VADDR_BASE or index >= len(self.blocks):
+            return None, 0
+        block = self.blocks[index]
+        if offset + size > block.size:
+            return None, 0
+        return block, offset
+
+    def block_offsets(self, section) -> range:
+        bs = self.config.block_size
+        return range(section.offset_within_region, section.offset_within_region + section.size, bs)
+
+    def ram_pages(self):
+        """Every (block, region offset) of guest RAM, page by page."""
+        for block in self.blocks:
+            for offset in range(0, block.size, PAGE_SIZE):
+                yield block, offset
+
+    def vfio_listeners(self):
+        for (kind, _), device in sorted(self.devices.items()):
+            if kind == "vfio":
+                for block, rdl in device.listeners:
+                    yield device, block, rdl
+
+    # -- faults and events ---------------------------------------------------------------
+    def fault(self, site: str, units: int = 1) -> Injected | None:
+        injected = self.plan.hit(site, units)
+        if injected is not None:
+            self.events.append(("fault", self.op_index, site, injected.errno, injected.partial))
+        return injected
+
+    def _iommu_fault_hook(self, site: str):
+        units = self.container.count if site == "iommufd.ioas_unmap" else 1
+        injected = self.fault(site, units)
+        if injected is None:
+            return 0
+        if injected.partial is not None:
+            return (injected.errno, injected.partial)
+        return injected.errno
+
+    def event(self, *what) -> None:
+        self.events.append((what[0], self.op_index, *what[1:]))
+
+    def notified(self, rdl, kind: str, section, ret: int) -> None:
+        """Every listener notification passes here: log it, then maybe interleave."""
+        self.listener_log.append((self.op_index, rdl.name, kind, tuple(section), ret))
+        pending = self._interleave
+        if pending is not None:
+            pending["count"] += 1
+            if pending["count"] == pending["at"] and not self.design.serialize_hotplug:
+                self._fire_interleave()
+
+    def _fire_interleave(self) -> None:
+        pending = self._interleave
+        self._interleave = None
+        nested = pending["op"]
+        result = self.dispatch(nested)
+        self.event("interleave", pending["at"], nested, result)
+
+    # -- the KVM and host edges (shared by every design) --------------------------------
+    def kvm_set_memory_attributes(self, start: int, size: int, private: bool) -> int:
+        """KVM_SET_MEMORY_ATTRIBUTES(2): the site kvm.set_memory_attributes, the in-place
+        -EAGAIN when a page to make private is still pinned."""
+        ret = self.kvm.check_range(start, size)
+        if ret:
+            return ret
+        gfns = range(start // PAGE_SIZE, (start + size) // PAGE_SIZE)
+        if all((g in self.kvm.private) == private for g in gfns):
+            return 0
+        fault = self.fault("kvm.set_memory_attributes")
+        pinned = self._pinned_at if self.design.inplace else None
+        return self.kvm.set_memory_attributes(start, size, private,
+                                              fault=fault.errno if fault else 0,
+                                              pinned=pinned)
+
+    def _pinned_at(self, gpa: int) -> bool:
+        block = self.block_at(gpa)
+        if block is None:
+            return False
+        frame = block.gmem.frame_at(gpa - block.gpa)
+        return frame is not None and frame.pins > 0
+
+    def punch_hole(self, file: HostFile, site: str, offset: int, size: int) -> int:
+        """fallocate(PUNCH_HOLE|KEEP_SIZE), with injected partial punches."""
+        pages = (size + file.page_size - 1) // file.page_size
+        fault = self.fault(site, pages)
+        if fault:
+            file.punch_hole(offset, size, limit_pages=fault.partial or 0)
+            return fault.errno
+        file.punch_hole(offset, size)
+        return 0
+
+    def ram_block_discard_range(self, block: RamBlock, offset: int, size: int) -> int:
+        """ram_block_discard_range(): free the shared (memfd) backing."""
+        if offset % block.memfd.page_size or size % block.memfd.page_size:
+            return -EINVAL
+        return self.punch_hole(block.memfd, "memfd.punch_hole", offset, size)
+
+    def ram_block_discard_guest_memfd_range(self, block: RamBlock, offset: int, size: int) -> int:
+        """ram_block_discard_guest_memfd_range(): free the private (guest_memfd) backing."""
+        return self.punch_hole(block.gmem, "gmem.punch_hole", offset, size)
+
+    # -- VFIO plumbing ------------------------------------------------------------------
+    def new_vfio_listener(self, dev: int, block: RamBlock):
+        vfio_cls, _ = listener_classes(self.core)
+        inner = self.core.VFIORamDiscardListener(self.container, block.attr.get_min_granularity(),
+                                                 block.vaddr)
+        return vfio_cls(self, f"vfio{dev}.{block.name}", inner)
+
+    def new_generic_listener(self, dev: int, block: RamBlock):
+        _, generic_cls = listener_classes(self.core)
+        return generic_cls(self, f"rdl{dev}.{block.name}")
+
+    def sections(self, gpa: int, size: int):
+        """The (block, MemoryRegionSection) pieces of [gpa, gpa+size) that are RAM."""
+        out = []
+        for block in self.blocks:
+            start = max(gpa, block.gpa)
+            end = min(gpa + size, block.end)
+            if start < end:
+                out.append((block, MemoryRegionSection(start - block.gpa, end - start, start)))
+        return out
+
+    def vfio_budget_exceeded(self) -> bool:
+        """QEMU's dma_max_mappings check (type1 only): mappings the listeners could need
+        (whole sections / granularity) + memslots - listeners > dma_max_mappings."""
+        if self.config.iommu != "type1":
+            return False
+        count = mappings = 0
+        for _, block, rdl in self.vfio_listeners():
+            granularity = block.attr.get_min_granularity()
+            section = rdl.section
+            start = section.offset_within_address_space // granularity * granularity
+            end = -(-(section.offset_within_address_space + section.size) // granularity) * granularity
+            mappings += (end - start) // granularity
+            count += 1
+        return mappings + self.config.max_memslots - count > self.config.dma_entry_limit
+
+    # -- ops ------------------------------------------------------------------------------
+    def begin_op(self, index: int, op) -> None:
+        self.op_index = index
+        self.plan.begin_op(index, op)
+        interleave = op.prop("interleave") if op is not None else None
+        self._interleave = None
+        if interleave is not None:
+            at, nested = interleave
+            self._interleave = {"at": at, "op": nested, "count": 0}
+
+    def apply(self, op):
+        """Apply one op; returns its result (an int for most ops).  An interleaved op
+        whose point was not reached (or that a design serializes) runs after it."""
+        result = self.dispatch(op)
+        if self._interleave is not None:
+            self._fire_interleave()
+        self._forget_private_data()
+        return result
+
+    def dispatch(self, op):
+        handler = getattr(self, f"op_{op.name}")
+        return handler(*op.args)
+
+    def op_vfio_register(self, dev: int, gpa: int, size: int) -> int:
+        if ("vfio", dev) in self.devices:
+            return -EINVAL
+        return self.design.vfio_device_add(self, dev, gpa, size)
+
+    def op_vfio_unregister(self, dev: int) -> int:
+        if ("vfio", dev) not in self.devices:
+            return -ENOENT
+        return self.design.vfio_device_remove(self, dev)
+
+    def op_listener_register(self, dev: int, gpa: int, size: int) -> int:
+        if ("rdl", dev) in self.devices:
+            return -EINVAL
+        device = Device(dev, "rdl", gpa, size)
+        for block, section in self.sections(gpa, size):
+            rdl = self.new_generic_listener(dev, block)
+            ret = block.attr.register_listener(rdl, section)
+            device.listeners.append((block, rdl))
+            if ret:
+                # A refusing listener: unregister what was registered, refuse the user.
+                for b, r in device.listeners:
+                    b.attr.unregister_listener(r)
+                return ret
+        self.devices[("rdl", dev)] = device
+        return 0
+
+    def op_listener_unregister(self, dev: int) -> int:
+        device = self.devices.pop(("rdl", dev), None)
+        if device is None:
+            return -ENOENT
+        for block, rdl in device.listeners:
+            block.attr.unregister_listener(rdl)
+        return 0
+
+    def op_kvm_convert_memory(self, gpa: int, size: int, to_private: bool) -> int:
+        return self.design.kvm_convert_memory(self, gpa, size, to_private)
+
+    def op_guest_touch(self, gpa: int) -> int:
+        block = self.block_at(gpa)
+        if block is None:
+            return -EFAULT
+        offset = (gpa - block.gpa) // PAGE_SIZE * PAGE_SIZE
+        private = self.kvm.is_private(gpa)
+        file = block.gmem if (private or self.design.inplace) else block.memfd
+        self.tag += 1
+        file.touch(offset).data = self.tag
+        self.expected_data.pop(gpa // PAGE_SIZE * PAGE_SIZE, None)
+        return 0
+
+    def op_device_dma(self, iova: int, size: int, write: bool) -> int:
+        """Device DMA page by page through the IOMMU; returns the number of IOMMU faults
+        (0: every page translated)."""
+        faults = 0
+        first = iova // PAGE_SIZE * PAGE_SIZE
+        for page in range(first, iova + size, PAGE_SIZE):
+            frame_id = self.container.translate(page, write)
+            if frame_id < 0:
+                faults += 1
+                self.event("iommu_fault", page, frame_id)
+                continue
+            if write:
+                self.tag += 1
+                self.frames.frames[frame_id].data = self.tag
+                if self.block_at(page) is not None and not self.kvm.is_private(page):
+                    self.expected_data[page] = self.tag
+        return faults
+
+    def op_replay(self, gpa: int, size: int, populated: bool):
+        runs = []
+        for block, section in self.sections(gpa, size):
+            fn = (block.attr.replay_populated if populated else block.attr.replay_discarded)
+            fn(section, lambda s: runs.append(tuple(s)) or 0)
+        return tuple(runs)
+
+    def _forget_private_data(self) -> None:
+        # Contents are not preserved across a conversion: a page that is private now no
+        # longer carries what a device wrote while it was shared.
+        for page in [p for p in self.expected_data if self.kvm.is_private(p)]:
+            del self.expected_data[page]
+
+    # -- reading the state ---------------------------------------------------------------
+    def guest_frame(self, gpa: int):
+        """The frame the guest sees at ``gpa`` (None: a hole, reads as zeroes)."""
+        block = self.block_at(gpa)
+        if block is None:
+            return None
+        offset = gpa - block.gpa
+        if self.kvm.is_private(gpa) or self.design.inplace:
+            return block.gmem.frame_at(offset)
+        return block.memfd.frame_at(offset)
+
+    def snapshot(self) -> dict:
+        """Everything a failed conversion must leave untouched (atomic-failure)."""
+        ram_gfns = set()
+        for block in self.blocks:
+            ram_gfns.update(range(block.gpa // PAGE_SIZE, block.end // PAGE_SIZE))
+        files = {}
+        for block in self.blocks:
+            for file in (block.memfd, block.gmem):
+                # A hole and an unpinned zero-filled frame read the same.
+                files[file.name] = tuple(sorted(
+                    (i, f.data) for i, f in file.pages.items() if f.data or f.pins))
+        return {
+            "kvm private": tuple(sorted(ram_gfns & self.kvm.private)),
+            "bitmaps": tuple(tuple(b.attr.bitmap.set_bits()) for b in self.blocks),
+            "mappings": tuple(tuple(m) for m in self.container.mappings()),
+            "pins": tuple(sorted((f.id, f.pins) for f in self.frames.frames.values() if f.pins)),
+            "files": files,
+        }
