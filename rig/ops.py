@@ -54,8 +54,8 @@ OPS: dict[str, OpSpec] = {s.name: s for s in (
           "gpa:int", "size:int", "to_private:enum:private|shared"),
     _spec("guest_touch", "a vCPU writes the page at gpa (allocating it on first touch)",
           "gpa:int"),
-    _spec("device_dma", "a device reads or writes [iova, iova+size) through the IOMMU",
-          "iova:int", "size:int", "write:enum:write|read"),
+    _spec("device_dma", "device DEV reads or writes [iova, iova+size) through its IOMMU",
+          "dev:dev", "iova:int", "size:int", "write:enum:write|read"),
     _spec("replay", "walk the populated (or discarded) runs of [gpa, gpa+size) through "
           "ram_block_attributes_rdm_replay_populated/_discarded",
           "gpa:int", "size:int", "populated:enum:populated|discarded"),

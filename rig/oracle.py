@@ -72,7 +72,23 @@ def check_mappings(world) -> list[Violation]:
     """stale-mapping and private-dma, from one walk over the IOMMU's mappings."""
     stale, private = [], []
     inplace = world.design.inplace
-    for mapping in world.container.mappings():
+    for device, container in world.containers():
+        stale_d, private_d = _check_container(world, container, inplace)
+        stale += [f"vfio{device.dev}: {item}" for item in stale_d]
+        private += [f"vfio{device.dev}: {item}" for item in private_d]
+    out = []
+    if stale:
+        out.append(Violation("stale-mapping", f"{len(stale)} IOMMU page(s) point at a frame "
+                             f"that no longer backs the page: {_listing(stale)}", stale))
+    if private:
+        out.append(Violation("private-dma", f"{len(private)} IOMMU page(s) reach private "
+                             f"guest_memfd memory: {_listing(private)}", private))
+    return out
+
+
+def _check_container(world, container, inplace):
+    stale, private = [], []
+    for mapping in container.mappings():
         for i, frame_id in enumerate(mapping.frames):
             gpa = mapping.iova + i * PAGE_SIZE
             block = world.block_at(gpa)
@@ -88,14 +104,7 @@ def check_mappings(world) -> list[Violation]:
             if (frame is not None and frame.file is block.gmem
                     and world.kvm.is_private(gpa)):
                 private.append(f"iova 0x{gpa:x} -> {_frame_desc(world, frame_id)}")
-    out = []
-    if stale:
-        out.append(Violation("stale-mapping", f"{len(stale)} IOMMU page(s) point at a frame "
-                             f"that no longer backs the page: {_listing(stale)}", stale))
-    if private:
-        out.append(Violation("private-dma", f"{len(private)} IOMMU page(s) reach private "
-                             f"guest_memfd memory: {_listing(private)}", private))
-    return out
+    return stale, private
 
 
 def check_pins(world) -> list[Violation]:
@@ -107,9 +116,10 @@ def check_pins(world) -> list[Violation]:
         out.append(Violation("pin-leak", f"{len(leaked)} frame(s) dropped by their file but "
                              f"still pinned: {_listing(items)}", items))
     pins = sum(f.pins for f in world.frames.frames.values())
-    if world.container.locked_vm != pins:
-        out.append(Violation("pin-leak", f"locked_vm {world.container.locked_vm} != "
-                             f"{pins} pinned pages"))
+    locked = sum(c.locked_vm for _, c in world.containers())
+    if locked != pins or world.pinner.locked_vm != pins:
+        out.append(Violation("pin-leak", f"locked_vm {locked} (containers) / "
+                             f"{world.pinner.locked_vm} (process) != {pins} pinned pages"))
     return out
 
 
@@ -117,8 +127,8 @@ def check_listeners(world) -> list[Violation]:
     """shared-unmapped: every page KVM says is shared, inside a registered section, is
     mapped (VFIO) or populated (generic listeners)."""
     items = []
-    translate = world.container.translate
     for (kind, dev), device in sorted(world.devices.items()):
+        translate = device.container.translate if kind == "vfio" else None
         if kind == "vfio" and device.mappings:
             sections = [(None, iova, size) for iova, size in device.mappings]
         else:
@@ -178,13 +188,15 @@ def check_attributes(world) -> list[Violation]:
 
 
 def check_accounting(world) -> list[Violation]:
-    c = world.container
     if world.config.iommu != "type1":
         return []
-    if c.dma_avail + c.count != world.config.dma_entry_limit:
-        return [Violation("dma-accounting", f"dma_avail {c.dma_avail} + {c.count} mappings "
-                          f"!= dma_entry_limit {world.config.dma_entry_limit}")]
-    return []
+    items = [f"vfio{d.dev}: dma_avail {c.dma_avail} + {c.count} mappings"
+             for d, c in world.containers()
+             if c.dma_avail + c.count != world.config.dma_entry_limit]
+    if not items:
+        return []
+    return [Violation("dma-accounting", f"{_listing(items)} != dma_entry_limit "
+                      f"{world.config.dma_entry_limit}", items)]
 
 
 def check_data(world) -> list[Violation]:
@@ -240,10 +252,10 @@ def check_differential(world, shadow, result, shadow_result) -> list[Violation]:
         a, b = block.attr.bitmap.set_bits(), model_block.attr.bitmap.set_bits()
         if list(a) != list(b):
             diffs.append(f"{block.name} bitmap {list(a)} vs model {list(b)}")
-    a = [tuple(m) for m in world.container.mappings()]
-    b = [tuple(m) for m in shadow.container.mappings()]
+    a = [(d.dev, [tuple(m) for m in c.mappings()]) for d, c in world.containers()]
+    b = [(d.dev, [tuple(m) for m in c.mappings()]) for d, c in shadow.containers()]
     if a != b:
-        diffs.append(f"mappings {len(a)} vs model {len(b)}")
+        diffs.append(f"mappings {a} vs model {b}")
     if world.listener_log != shadow.listener_log:
         diffs.append(f"listener calls {len(world.listener_log)} vs model "
                      f"{len(shadow.listener_log)}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from rig.core import load_backend
 from rig.core.types import MemoryRegionSection
-from rig.errors import EFAULT, EINVAL, ENOENT
+from rig.errors import EFAULT, EINVAL, ENOENT, ENOMEM
 from rig.faults import FaultPlan, Injected, make_plan
 from rig.world.config import WorldConfig
 from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile
@@ -69,6 +69,7 @@ class Device:
     kind: str  # "vfio" | "rdl"
     gpa: int
     size: int
+    container: object = None                        # VFIO: its own container / IOAS
     listeners: list = field(default_factory=list)   # (RamBlock, listener)
     mappings: list = field(default_factory=list)    # (iova, size): uncoordinated designs
 
@@ -86,12 +87,13 @@ def listener_classes(core):
         so that the world sees each notification: the call log for the differential
         check and replay, and the interleaving points."""
 
-        def __init__(self, world, name, inner):
+        def __init__(self, world, name, inner, container):
             super().__init__()
             self.double_discard_supported = True
             self.world = world
             self.name = name
             self.inner = inner
+            self.container = container
 
         def notify_populate(self, section):
             before = len(self.inner.discard_errors)
@@ -117,7 +119,7 @@ def listener_classes(core):
 
         def _finish_partial_unmap(self, section) -> int:
             iova = section.offset_within_address_space
-            container = self.world.container
+            container = self.container
             for attempt in range(1, self.world.design.retries):
                 left = [m for m in container.mappings()
                         if m.iova < iova + section.size and iova < m.iova + m.size]
@@ -169,13 +171,22 @@ def listener_classes(core):
 
 class HostPinner:
     """pin_user_pages for the IOMMU: resolves a host address to file pages, allocating
-    holes (pinning touches the page), and takes a pin on each frame."""
+    holes (pinning touches the page), and takes a pin on each frame.
+
+    RLIMIT_MEMLOCK is per process, so it is enforced here across every container
+    (``locked_vm`` is QEMU's mm->locked_vm, in pages); the containers themselves are
+    built without a limit.
+    """
 
     def __init__(self, world: "World"):
         self.world = world
+        self.locked_vm = 0
 
     def pin_pages(self, vaddr: int, npages: int):
         world = self.world
+        limit = world.config.memlock_limit
+        if limit is not None and (self.locked_vm + npages) * PAGE_SIZE > limit:
+            return -ENOMEM  # vfio_lock_acct(): over RLIMIT_MEMLOCK
         fault = world.fault("pin.pin_pages")
         if fault:
             return fault.errno
@@ -192,10 +203,12 @@ class HostPinner:
             frame = file.touch(offset + i * PAGE_SIZE)
             frame.pins += 1
             frames.append(frame.id)
+        self.locked_vm += npages
         return frames
 
     def unpin_pages(self, frames) -> None:
         table = self.world.frames
+        self.locked_vm -= len(frames)
         for frame_id in frames:
             frame = table.frames[frame_id]
             frame.pins -= 1
@@ -218,13 +231,7 @@ class World:
         self.kvm = Kvm()
         self.frames = FrameTable()
         self.blocks = [RamBlock(i, r.gpa, r.size, self) for i, r in enumerate(config.ram)]
-        if config.iommu == "type1":
-            self.container = self.core.VfioType1Container(
-                config.dma_entry_limit, 0x1000, None, config.memlock_limit)
-        else:
-            self.container = self.core.IommufdIoas(0x1000, config.memlock_limit)
-        self.container.pinner = HostPinner(self)
-        self.container.fault_hook = self._iommu_fault_hook
+        self.pinner = HostPinner(self)
         self.devices: dict[tuple[str, int], Device] = {}
         self.events: list[tuple] = []
         self.listener_log: list[tuple] = []
@@ -273,11 +280,12 @@ class World:
             for offset in range(0, block.size, PAGE_SIZE):
                 yield block, offset
 
-    def vfio_listeners(self):
-        for (kind, _), device in sorted(self.devices.items()):
-            if kind == "vfio":
-                for block, rdl in device.listeners:
-                    yield device, block, rdl
+    def vfio_devices(self) -> list[Device]:
+        return [d for (kind, _), d in sorted(self.devices.items()) if kind == "vfio"]
+
+    def containers(self):
+        """(device, container) of every plugged VFIO device, by device number."""
+        return [(d, d.container) for d in self.vfio_devices()]
 
     # -- faults and events ---------------------------------------------------------------
     def fault(self, site: str, units: int = 1) -> Injected | None:
@@ -286,14 +294,35 @@ class World:
             self.events.append(("fault", self.op_index, site, injected.errno, injected.partial))
         return injected
 
-    def _iommu_fault_hook(self, site: str):
-        units = self.container.count if site == "iommufd.ioas_unmap" else 1
-        injected = self.fault(site, units)
-        if injected is None:
-            return 0
-        if injected.partial is not None:
-            return (injected.errno, injected.partial)
-        return injected.errno
+    def new_container(self):
+        """A VFIO container (type1) or IOAS (iommufd) for one device, pinning through the
+        host and consulting the fault plan at its sites."""
+        cfg = self.config
+        if cfg.iommu == "type1":
+            container = self.core.VfioType1Container(cfg.dma_entry_limit, 0x1000, None, None)
+        else:
+            container = self.core.IommufdIoas(0x1000, None)
+        container.pinner = self.pinner
+
+        def fault_hook(site: str):
+            units = container.count if site == "iommufd.ioas_unmap" else 1
+            injected = self.fault(site, units)
+            if injected is None:
+                return 0
+            if injected.partial is not None:
+                return (injected.errno, injected.partial)
+            return injected.errno
+
+        container.fault_hook = fault_hook
+        return container
+
+    def release_container(self, device: Device) -> None:
+        """Closing the container: the kernel unmaps and unpins whatever is left
+        (vfio_iommu_type1_release); this cannot fail."""
+        container = device.container
+        container.fault_hook = None
+        for mapping in container.mappings():
+            container.unmap_dma(mapping.iova, mapping.size)
 
     def event(self, *what) -> None:
         self.events.append((what[0], self.op_index, *what[1:]))
@@ -358,11 +387,11 @@ class World:
         return self.punch_hole(block.gmem, "gmem.punch_hole", offset, size)
 
     # -- VFIO plumbing ------------------------------------------------------------------
-    def new_vfio_listener(self, dev: int, block: RamBlock):
+    def new_vfio_listener(self, device: Device, block: RamBlock):
         vfio_cls, _ = listener_classes(self.core)
-        inner = self.core.VFIORamDiscardListener(self.container, block.attr.get_min_granularity(),
-                                                 block.vaddr)
-        return vfio_cls(self, f"vfio{dev}.{block.name}", inner)
+        inner = self.core.VFIORamDiscardListener(device.container,
+                                                 block.attr.get_min_granularity(), block.vaddr)
+        return vfio_cls(self, f"vfio{device.dev}.{block.name}", inner, device.container)
 
     def new_generic_listener(self, dev: int, block: RamBlock):
         _, generic_cls = listener_classes(self.core)
@@ -378,13 +407,14 @@ class World:
                 out.append((block, MemoryRegionSection(start - block.gpa, end - start, start)))
         return out
 
-    def vfio_budget_exceeded(self) -> bool:
-        """QEMU's dma_max_mappings check (type1 only): mappings the listeners could need
-        (whole sections / granularity) + memslots - listeners > dma_max_mappings."""
+    def vfio_budget_exceeded(self, device: Device) -> bool:
+        """QEMU's dma_max_mappings check (type1 only): mappings the container's listeners
+        could need (whole sections / granularity) + memslots - listeners >
+        dma_max_mappings."""
         if self.config.iommu != "type1":
             return False
         count = mappings = 0
-        for _, block, rdl in self.vfio_listeners():
+        for block, rdl in device.listeners:
             granularity = block.attr.get_min_granularity()
             section = rdl.section
             start = section.offset_within_address_space // granularity * granularity
@@ -465,13 +495,16 @@ class World:
         self.expected_data.pop(gpa // PAGE_SIZE * PAGE_SIZE, None)
         return 0
 
-    def op_device_dma(self, iova: int, size: int, write: bool) -> int:
-        """Device DMA page by page through the IOMMU; returns the number of IOMMU faults
-        (0: every page translated)."""
+    def op_device_dma(self, dev: int, iova: int, size: int, write: bool) -> int:
+        """Device DMA page by page through its IOMMU; returns the number of IOMMU faults
+        (0: every page translated), or -ENOENT if no such device is plugged."""
+        device = self.devices.get(("vfio", dev))
+        if device is None:
+            return -ENOENT
         faults = 0
         first = iova // PAGE_SIZE * PAGE_SIZE
         for page in range(first, iova + size, PAGE_SIZE):
-            frame_id = self.container.translate(page, write)
+            frame_id = device.container.translate(page, write)
             if frame_id < 0:
                 faults += 1
                 self.event("iommu_fault", page, frame_id)
@@ -521,7 +554,8 @@ class World:
         return {
             "kvm private": tuple(sorted(ram_gfns & self.kvm.private)),
             "bitmaps": tuple(tuple(b.attr.bitmap.set_bits()) for b in self.blocks),
-            "mappings": tuple(tuple(m) for m in self.container.mappings()),
+            "mappings": tuple((d.dev, tuple(tuple(m) for m in c.mappings()))
+                              for d, c in self.containers()),
             "pins": tuple(sorted((f.id, f.pins) for f in self.frames.frames.values() if f.pins)),
             "files": files,
         }

@@ -46,17 +46,17 @@ class Design:
     def vfio_device_add(self, world: World, dev: int, gpa: int, size: int) -> int:
         """vfio_listener_region_add() -> vfio_register_ram_discard_listener() per RAM
         block of the section, then QEMU's dma_max_mappings check."""
-        device = Device(dev, "vfio", gpa, size)
+        device = Device(dev, "vfio", gpa, size, world.new_container())
         world.devices[("vfio", dev)] = device
         for block, section in world.sections(gpa, size):
-            rdl = world.new_vfio_listener(dev, block)
+            rdl = world.new_vfio_listener(device, block)
             ret = block.attr.register_listener(rdl, section)
             device.listeners.append((block, rdl))
             if ret:
                 ret = self.register_failed(world, device, ret)
                 if ret:
                     return ret
-        if world.vfio_budget_exceeded():
+        if world.vfio_budget_exceeded(device):
             if world.budget_check == "refuse":
                 world.event("budget", dev, "refused: possibly running out of DMA mappings")
                 self.teardown(world, device)
@@ -73,6 +73,7 @@ class Design:
     def teardown(self, world: World, device: Device) -> None:
         for block, rdl in device.listeners:
             block.attr.unregister_listener(rdl)
+        world.release_container(device)
         world.devices.pop(("vfio", device.dev), None)
 
     def vfio_device_remove(self, world: World, dev: int) -> int:

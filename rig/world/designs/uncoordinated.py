@@ -20,14 +20,13 @@ class Uncoordinated(Qemu101Conversion):
     budget_check = "warn"
 
     def vfio_device_add(self, world, dev, gpa, size):
-        device = Device(dev, "vfio", gpa, size)
+        device = Device(dev, "vfio", gpa, size, world.new_container())
         for block, section in world.sections(gpa, size):
             vaddr = block.vaddr + section.offset_within_region
-            ret = world.container.map_dma(section.offset_within_address_space, section.size,
-                                          vaddr, False)
+            ret = device.container.map_dma(section.offset_within_address_space, section.size,
+                                           vaddr, False)
             if ret:
-                for iova, length in device.mappings:
-                    world.container.unmap_dma(iova, length)
+                world.release_container(device)
                 return ret
             device.mappings.append((section.offset_within_address_space, section.size))
         if not device.mappings:
@@ -38,7 +37,8 @@ class Uncoordinated(Qemu101Conversion):
     def vfio_device_remove(self, world, dev):
         device = world.devices.pop(("vfio", dev))
         for iova, length in device.mappings:
-            ret = world.container.unmap_dma(iova, length)
+            ret = device.container.unmap_dma(iova, length)
             if ret < 0:
                 world.event("unmap_error", iova, length, ret)
+        world.release_container(device)
         return 0
