@@ -58,6 +58,13 @@ def _cmd_selftest(args) -> int:
     return EXIT_OK
 
 
+def _cmd_designs(args) -> int:
+    from rig import report
+
+    print(report.markdown(args.backend) if args.markdown else report.text(args.backend))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rig", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gmem-rig {rig.__version__}")
@@ -66,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the op streams (default 0)")
     p.add_argument("--ops", type=int, default=400, help="ops per configuration (default 400)")
     p.set_defaults(func=_cmd_selftest)
+    p = sub.add_parser("designs", help="each design's contract and its verdict on the "
+                       "seed sequence and a 2nd-listener populate failure")
+    p.add_argument("--markdown", action="store_true", help="print docs/designs.md")
+    p.add_argument("--backend", choices=("cy", "pure"), default="cy")
+    p.set_defaults(func=_cmd_designs)
     from rig import bench
 
     bench.add_parser(sub)
