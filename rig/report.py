@@ -38,8 +38,12 @@ def verdicts(backend: str = "cy") -> list[tuple[str, str, str, str]]:
         cfg, ops = two_listener_populate_failure(name)
         pop_result = run(cfg, ops, backend)
         rows.append((name, inspect.cleandoc(cls.__doc__), describe(seed_result),
-                     describe(pop_result)))
+                     describe(pop_result), details(seed_result), details(pop_result)))
     return rows
+
+
+def details(result) -> list[str]:
+    return [str(v) for v in result.outcome.violations]
 
 
 def markdown(backend: str = "cy") -> str:
@@ -72,11 +76,16 @@ def markdown(backend: str = "cy") -> str:
         "|---|---|---|",
     ]
     rows = verdicts(backend)
-    for name, _, seed_v, pop_v in rows:
+    for name, _, seed_v, pop_v, _, _ in rows:
         out.append(f"| `{name}` | {seed_v} | {pop_v} |")
     out.append("")
-    for name, doc, _, _ in rows:
+    for name, doc, _, _, seed_d, pop_d in rows:
         out += [f"## `{name}`", "", doc, ""]
+        for title, found in (("Seed sequence", seed_d), ("Populate failure", pop_d)):
+            if found:
+                out += [f"{title}, what the oracle reports:", ""]
+                out += [f"- {line}" for line in found]
+                out.append("")
     return "\n".join(out)
 
 
@@ -84,7 +93,7 @@ def text(backend: str = "cy") -> str:
     rows = verdicts(backend)
     width = max(len(r[0]) for r in rows)
     lines = [f"{'design':<{width}}  seed sequence / populate failure in 2nd of 2 listeners"]
-    for name, _, seed_v, pop_v in rows:
+    for name, _, seed_v, pop_v, _, _ in rows:
         lines.append(f"{name:<{width}}  {seed_v}")
         lines.append(f"{'':<{width}}  {pop_v}")
     return "\n".join(lines)
