@@ -231,14 +231,12 @@ CHECKS = (check_mappings, check_pins, check_data, check_listeners, check_attribu
           check_accounting, check_backing)
 
 
-def check(world, before: dict | None = None, result=None) -> list[Violation]:
-    """Every invariant on ``world`` after an op.  ``before``: the snapshot taken before a
-    conversion, compared when it returned an error."""
+def check(world) -> list[Violation]:
+    """Every state invariant on ``world`` after an op (atomic-failure, which compares two
+    states, is ``check_atomic``; the executor calls it for failed conversions)."""
     out: list[Violation] = []
     for fn in CHECKS:
         out.extend(fn(world))
-    if before is not None and isinstance(result, int) and result < 0:
-        out.extend(check_atomic(before, world.snapshot()))
     out.sort(key=lambda v: INVARIANTS.index(v.invariant))
     return out
 

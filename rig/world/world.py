@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from rig.core import load_backend
 from rig.core.types import MemoryRegionSection
-from rig.errors import EFAULT, EINVAL, ENOENT, ENOMEM
+from rig.errors import EBUSY, EFAULT, EINVAL, ENOENT, ENOMEM
 from rig.faults import FaultPlan, Injected, make_plan
 from rig.world.config import WorldConfig
 from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile
@@ -96,52 +96,41 @@ def listener_classes(core):
             self.container = container
 
         def notify_populate(self, section):
-            before = len(self.inner.discard_errors)
+            errors, fired = len(self.inner.discard_errors), len(self.world.plan.fired)
             ret = self.inner.notify_populate(section)
-            if ret and len(self.inner.discard_errors) > before:
-                # VFIO's own rollback unmap failed: designs with retries finish it.
-                self._retry_discard(section)
+            if ret:
+                # VFIO rolled back with one unmap of the section; make sure it worked.
+                self._ensure_unmapped(section, errors, fired)
             self.world.notified(self, "populate", section, ret)
             return ret
 
         def notify_discard(self, section):
-            before = len(self.inner.discard_errors)
-            fired = len(self.world.plan.fired)
+            errors, fired = len(self.inner.discard_errors), len(self.world.plan.fired)
             self.inner.notify_discard(section)
-            ret = self.inner.discard_errors[before][2] if len(self.inner.discard_errors) > before else 0
-            if ret:
-                ret = self._retry_discard(section)
-            elif len(self.world.plan.fired) > fired and self.world.design.retries > 1:
-                # QEMU's iommufd backend reports -ENOENT as success, which hides an unmap
-                # that failed part way; a careful design checks what is left.
-                ret = self._finish_partial_unmap(section)
+            ret = self._ensure_unmapped(section, errors, fired)
             self.world.notified(self, "discard", section, ret)
 
-        def _finish_partial_unmap(self, section) -> int:
-            iova = section.offset_within_address_space
-            container = self.container
-            for attempt in range(1, self.world.design.retries):
-                left = [m for m in container.mappings()
-                        if m.iova < iova + section.size and iova < m.iova + m.size]
+        def _ensure_unmapped(self, section, errors: int, fired: int) -> int:
+            """Unmapping an exact section is idempotent.  QEMU only reports an unmap
+            error (and its iommufd backend even reports -ENOENT, which the kernel
+            returns after a *partial* unmap, as success); designs with ``retries`` > 1
+            check what is left of the section and unmap again."""
+            new_errors = self.inner.discard_errors[errors:]
+            ret = new_errors[0][2] if new_errors else 0
+            design = self.world.design
+            if design.retries <= 1 or (not new_errors and len(self.world.plan.fired) == fired):
+                return ret
+            iova, end = section.offset_within_address_space, \
+                section.offset_within_address_space + section.size
+            for attempt in range(1, design.retries + 1):
+                left = [m for m in self.container.mappings() if m.iova < end and iova < m.iova + m.size]
                 if not left:
                     return 0
-                self.world.event("retry", "vfio unmap (partial)", attempt, len(left))
+                if attempt == design.retries:
+                    break
+                self.world.event("retry", "vfio unmap", attempt, len(left))
                 self.inner.notify_discard(section)
-            return 0 if not any(m.iova < iova + section.size and iova < m.iova + m.size
-                                for m in container.mappings()) else -ENOENT
-
-        def _retry_discard(self, section) -> int:
-            """Unmapping an exact section is idempotent: designs with ``retries`` > 1
-            repeat it after an error instead of only reporting it."""
-            ret = self.inner.discard_errors[-1][2]
-            for attempt in range(1, self.world.design.retries):
-                self.world.event("retry", "vfio unmap", attempt, ret)
-                before = len(self.inner.discard_errors)
-                self.inner.notify_discard(section)
-                if len(self.inner.discard_errors) == before:
-                    return 0
-                ret = self.inner.discard_errors[-1][2]
-            return ret
+            return ret or -EBUSY
 
     class GenericListener(core.RamDiscardListener):
         """A non-VFIO RamDiscardListener (a virtio-mem-like user): it tracks which blocks
@@ -245,6 +234,7 @@ class World:
         for block in self.blocks:
             self.kvm.private.update(range(block.gpa // PAGE_SIZE, block.end // PAGE_SIZE))
         self._interleave = None
+        self.interleaved_midway = False
 
     # -- lookups -------------------------------------------------------------------------
     def block_at(self, gpa: int) -> RamBlock | None:
@@ -334,6 +324,7 @@ class World:
         if pending is not None:
             pending["count"] += 1
             if pending["count"] == pending["at"] and not self.design.serialize_hotplug:
+                self.interleaved_midway = True
                 self._fire_interleave()
 
     def _fire_interleave(self) -> None:
@@ -433,10 +424,14 @@ class World:
             at, nested = interleave
             self._interleave = {"at": at, "op": nested, "count": 0}
 
-    def apply(self, op):
+    def apply(self, op, on_done=None):
         """Apply one op; returns its result (an int for most ops).  An interleaved op
-        whose point was not reached (or that a design serializes) runs after it."""
+        whose point was not reached (or that a design serializes) runs after it, once
+        ``on_done(result)`` has seen the state the op itself left."""
+        self.interleaved_midway = False
         result = self.dispatch(op)
+        if on_done is not None:
+            on_done(result)
         if self._interleave is not None:
             self._fire_interleave()
         self._forget_private_data()

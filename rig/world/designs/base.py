@@ -48,7 +48,14 @@ class Design:
         block of the section, then QEMU's dma_max_mappings check."""
         device = Device(dev, "vfio", gpa, size, world.new_container())
         world.devices[("vfio", dev)] = device
-        for block, section in world.sections(gpa, size):
+        pieces = world.sections(gpa, size)
+        if not pieces or not all(block.attr.is_valid_range(s.offset_within_region, s.size)
+                                 for block, s in pieces):
+            # QEMU asserts that a RAM discard section is granularity-aligned; the rig
+            # refuses the device instead of aborting.
+            self.teardown(world, device)
+            return -EINVAL
+        for block, section in pieces:
             rdl = world.new_vfio_listener(device, block)
             ret = block.attr.register_listener(rdl, section)
             device.listeners.append((block, rdl))

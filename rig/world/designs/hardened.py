@@ -91,10 +91,27 @@ class Hardened(Design):
                 for (done_block, _), before in reversed(list(zip(pieces[:i], saved_bits))):
                     self.discard_new_bits(world, done_block, before)
                 self.restore_attributes(world, start, saved)
+                if not to_private:
+                    self.discard_pinned_holes(world, start, saved)
                 return ret
         for block, section in pieces:
             self.discard_unused_side(world, block, section, to_private)
         return 0
+
+    def discard_pinned_holes(self, world, start, saved) -> None:
+        """Pinning allocated shared (memfd) pages for the pages that were private before;
+        the failed conversion must free them again, or they double the memory."""
+        for i, private in enumerate(saved):
+            gpa = start + i * PAGE_SIZE
+            block = world.block_at(gpa)
+            if not private or block is None or self.inplace or world.config.hugetlb:
+                continue
+            offset = gpa - block.gpa
+            if block.memfd.backed(offset):
+                ret = self.retry(world, "discard", lambda: world.ram_block_discard_range(
+                    block, offset, PAGE_SIZE))
+                if ret:
+                    world.event("give_up", "discard", gpa, PAGE_SIZE, ret)
 
     @staticmethod
     def discard_new_bits(world, block, before: set) -> None:

@@ -1,5 +1,6 @@
 """In-place conversion: shared pages live in guest_memfd itself."""
 
+from rig.errors import EINVAL
 from rig.world.designs.hardened import Hardened
 
 

@@ -1,0 +1,173 @@
+"""The one decoder: arbitrary bytes -> a valid trace (config + ops), for every harness.
+
+Total by construction: every byte string decodes (running out of bytes reads zeros), so
+any libFuzzer input or crash file prints as a text trace.  Small byte changes make small
+trace changes: the header takes a fixed number of bytes, then each op consumes its own.
+
+Swarm testing (STYLE.md): the header picks which op kinds this input may use and how
+they are weighted, so different inputs explore different mixes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rig.errors import ERRNO_BY_NAME
+from rig.faults import SITES, FaultSpec
+from rig.ops import Op, op
+from rig.world.config import RamSpec, WorldConfig
+from rig.world.designs import DESIGNS
+
+OPS_MAX = 40
+
+LAYOUTS = (
+    (RamSpec(0x0, 0x10000),),
+    (RamSpec(0x0, 0x8000), RamSpec(0x100000000, 0x8000)),   # x86: below and above 4 GiB
+    (RamSpec(0x0, 0x8000), RamSpec(0x8000, 0x8000)),        # two adjacent blocks
+    (RamSpec(0x0, 0x40000),),
+)
+LIMITS = (65535, 4, 8, 16)
+BLOCK_SIZES = (0x1000, 0x1000, 0x1000, 0x2000)
+KINDS = ("kvm_convert_memory", "guest_touch", "device_dma", "vfio_register",
+         "vfio_unregister", "listener_register", "listener_unregister", "replay")
+SITE_NAMES = tuple(SITES)
+
+
+class Reader:
+    """Consumes bytes; past the end every read is 0 (so decoding never fails)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            self.pos += 1
+            return 0
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def below(self, n: int) -> int:
+        """An int in [0, n), from one byte (two when n > 256)."""
+        if n <= 1:
+            self.byte()
+            return 0
+        if n <= 256:
+            return self.byte() % n
+        return (self.byte() | self.byte() << 8) % n
+
+    def chance(self, numerator: int, denominator: int = 256) -> bool:
+        return self.byte() < numerator * 256 // denominator
+
+    @property
+    def exhausted(self) -> bool:
+        return self.pos >= len(self.data)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What a harness fixes instead of decoding: the design, the fault mode."""
+
+    design: str | None = None
+    faults: str = "seeded"       # seeded (seed from the bytes) | explicit (per-op props)
+    ops_max: int = OPS_MAX
+
+
+def decode(data: bytes, options: DecodeOptions = DecodeOptions()) -> tuple[WorldConfig, list[Op]]:
+    r = Reader(data)
+    designs = tuple(DESIGNS)
+    design = options.design or designs[r.below(len(designs))]
+    layout = LAYOUTS[r.below(len(LAYOUTS))]
+    hugetlb = r.chance(1, 16) and all(b.size % 0x200000 == 0 for b in layout)
+    cfg = WorldConfig(
+        design=design,
+        iommu=("type1", "iommufd")[r.below(2)],
+        dma_entry_limit=LIMITS[r.below(len(LIMITS))],
+        max_memslots=r.below(4),
+        block_size=BLOCK_SIZES[r.below(len(BLOCK_SIZES))],
+        hugetlb=hugetlb,
+        ram=layout,
+        memlock_limit=None if r.chance(7, 8) else (4 + r.below(28)) * 0x1000,
+    )
+    if options.faults == "seeded":
+        seed = r.byte() | r.byte() << 8 | r.byte() << 16
+        cfg = cfg.with_(faults="seeded", seed=seed, p_activate=0.3, p_fire=0.15)
+    else:
+        for _ in range(3):
+            r.byte()
+    # Swarm: a mask of enabled kinds and a weight per kind.
+    mask = r.byte() | 0x01  # conversions are always on
+    weights = [(1 + r.below(4)) if mask >> i & 1 else 0 for i in range(len(KINDS))]
+    table = [kind for kind, w in zip(KINDS, weights) for _ in range(w)]
+    ops: list[Op] = []
+    while not r.exhausted and len(ops) < options.ops_max:
+        ops.append(decode_op(r, cfg, table, options, nested=False))
+    return cfg, ops
+
+
+def _address(r: Reader, cfg: WorldConfig) -> int:
+    """Mostly a block-aligned address inside RAM; sometimes a page, a gap or junk."""
+    bs = cfg.block_size
+    pick = r.below(16)
+    block = cfg.ram[r.below(len(cfg.ram))]
+    if pick < 12:
+        return block.gpa + r.below(block.size // bs) * bs
+    if pick < 14:
+        return block.gpa + r.below(block.size // 0x1000) * 0x1000
+    if pick < 15:
+        return block.gpa + block.size  # just past the block: a gap or the next block
+    return block.gpa + r.below(block.size) | 0x800  # unaligned
+
+
+def _size(r: Reader, cfg: WorldConfig) -> int:
+    pick = r.below(16)
+    if pick < 12:
+        return (1 + r.below(4)) * cfg.block_size
+    if pick < 15:
+        return (1 + r.below(16)) * cfg.block_size
+    return (0, 0x800, 0x1000)[r.below(3)]
+
+
+def _faults(r: Reader) -> tuple:
+    specs = []
+    for _ in range(1 + r.below(2)):
+        site = SITES[SITE_NAMES[r.below(len(SITE_NAMES))]]
+        errno = -site.errnos[r.below(len(site.errnos))]
+        nth = 1 + r.below(3)
+        partial = r.below(4) if site.partial else None
+        specs.append(FaultSpec(site.name, errno, nth, partial))
+    return tuple(specs)
+
+
+def decode_op(r: Reader, cfg: WorldConfig, table, options: DecodeOptions, nested: bool) -> Op:
+    kind = table[r.below(len(table))] if not nested else "kvm_convert_memory"
+    dev = r.below(3)
+    if kind == "kvm_convert_memory":
+        args = (_address(r, cfg), _size(r, cfg), bool(r.below(2)))
+    elif kind == "guest_touch":
+        args = (_address(r, cfg),)
+    elif kind == "device_dma":
+        args = (dev, _address(r, cfg), _size(r, cfg), bool(r.below(2)))
+    elif kind in ("vfio_register", "listener_register"):
+        block = cfg.ram[r.below(len(cfg.ram))]
+        if r.chance(3, 4):
+            gpa, size = block.gpa, block.size  # a whole block, as QEMU's sections are
+        else:
+            gpa, size = _address(r, cfg), _size(r, cfg)
+        args = (dev, gpa, size)
+    elif kind in ("vfio_unregister", "listener_unregister"):
+        args = (dev,)
+    else:
+        args = (_address(r, cfg), _size(r, cfg), bool(r.below(2)))
+    props = {}
+    if not nested:
+        if options.faults == "explicit" and r.chance(1, 4):
+            props["fault"] = _faults(r)
+        if kind in ("vfio_register", "vfio_unregister", "listener_register",
+                    "kvm_convert_memory") and r.chance(1, 8):
+            props["interleave"] = (1 + r.below(4), decode_op(r, cfg, table, options, True))
+    return op(kind, *args, **props)
+
+
+__all__ = ["decode", "DecodeOptions", "Reader", "ERRNO_BY_NAME"]
