@@ -65,6 +65,50 @@ def _cmd_designs(args) -> int:
     return EXIT_OK
 
 
+def _cmd_sweep(args) -> int:
+    """fail_nth sweeps over designs x IOMMU backends x scenarios, with a verdict table."""
+    import json
+
+    from rig import sweep
+    from rig.scenarios import SCENARIOS
+    from rig.world.designs import DESIGNS
+
+    for name, known, what in ((args.design, DESIGNS, "design"),
+                              (args.scenario, SCENARIOS, "scenario")):
+        for value in name or ():
+            if value not in known:
+                raise UsageError(f"--{what} {value!r}: not one of {', '.join(known)}")
+    designs = args.design or list(DESIGNS)
+    scenarios = args.scenario or list(SCENARIOS)
+    iommus = args.iommu or ["type1", "iommufd"]
+    rows, coverage, broken = [], {}, []
+    for design, iommu, scenario, result in sweep.matrix(designs, iommus, scenarios, args.backend):
+        rows.append({"design": design, "iommu": iommu, "scenario": scenario,
+                     "runs": len(result.runs), "verdict": sweep.verdict(result),
+                     "findings": dict(result.findings)})
+        for site, (reached, fired) in result.coverage().items():
+            a, b = coverage.get(site, (0, 0))
+            coverage[site] = (a + reached, b + fired)
+        if DESIGNS[design].atomic and result.failures():
+            broken.append(f"{design}/{iommu}/{scenario}")
+    if args.json:
+        print(json.dumps({"cells": rows, "coverage": coverage, "broken": broken}, indent=1))
+    else:
+        print(f"fail_nth sweep: backend={args.backend} designs={','.join(designs)} "
+              f"iommu={','.join(iommus)} scenarios={','.join(scenarios)}")
+        width = max(len(f"{r['design']} {r['iommu']} {r['scenario']}") for r in rows)
+        for r in rows:
+            cell = f"{r['design']} {r['iommu']} {r['scenario']}"
+            print(f"{cell:<{width}}  runs={r['runs']:<4} {r['verdict']}")
+        print(f"{len(rows)} cells, {sum(r['runs'] for r in rows)} faulted runs")
+        if args.coverage:
+            print()
+            print(sweep.coverage_table(coverage))
+        if broken:
+            print(f"BROKEN PROMISE (atomic design with violations): {', '.join(broken)}")
+    return EXIT_FINDING if broken else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rig", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gmem-rig {rig.__version__}")
@@ -78,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="print docs/designs.md")
     p.add_argument("--backend", choices=("cy", "pure"), default="cy")
     p.set_defaults(func=_cmd_designs)
+    p = sub.add_parser("sweep", help="fail_nth fault sweeps over designs x backends x "
+                       "scenarios; exit 2 if a design that promises atomicity breaks")
+    p.add_argument("--design", action="append", help="design (repeatable; default all)")
+    p.add_argument("--iommu", action="append", choices=("type1", "iommufd"))
+    p.add_argument("--scenario", action="append", help="scenario (repeatable; default all)")
+    p.add_argument("--backend", choices=("cy", "pure"), default="cy")
+    p.add_argument("--coverage", action="store_true", help="print per-site reached/fired")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_sweep)
     from rig import bench
 
     bench.add_parser(sub)

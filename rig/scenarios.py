@@ -89,6 +89,21 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         ),
     ),
     Scenario(
+        "generic-listener",
+        "a generic (virtio-mem-like) RamDiscardListener beside a VFIO device: both are "
+        "told of every conversion, and either may fail",
+        WorldConfig(),
+        (
+            op("listener_register", 0, 0x0, 0x10000),
+            op("vfio_register", 0, 0x0, 0x10000),
+            op("kvm_convert_memory", 0x0, 0x4000, SHARED),
+            op("kvm_convert_memory", 0x2000, 0x4000, SHARED),
+            op("kvm_convert_memory", 0x1000, 0x2000, PRIVATE),
+            op("listener_unregister", 0),
+            op("device_dma", 0, 0x0, 0x6000, True),
+        ),
+    ),
+    Scenario(
         "limit-exhaustion",
         "type1 with dma_entry_limit=6: shared memory needs more 4 KiB mappings than the "
         "container allows",

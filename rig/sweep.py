@@ -75,3 +75,26 @@ def coverage_table(coverage: dict[str, tuple[int, int]]) -> str:
         mark = "" if reached else "   (never reached)"
         lines.append(f"{site:<{width}}  {reached:>8}  {fired:>6}{mark}")
     return "\n".join(lines)
+
+
+def matrix(designs, iommus, scenarios, backend: str = "cy", differential: bool = True):
+    """Every (design, iommu, scenario) cell's sweep, in a fixed order."""
+    from rig.scenarios import SCENARIOS
+
+    for design in designs:
+        for iommu in iommus:
+            for name in scenarios:
+                sc = SCENARIOS[name]
+                cfg = sc.config.with_(design=design, iommu=iommu)
+                yield design, iommu, name, fail_nth_sweep(cfg, sc.ops, backend, differential)
+
+
+def verdict(sweep: SweepResult) -> str:
+    """One cell: "ok" or the invariants found, and VM stops, over the sweep's runs."""
+    found = sorted(sweep.invariants)
+    parts = [", ".join(found) if found else "ok"]
+    if sweep.vm_stops:
+        parts.append(f"{sweep.vm_stops} vm stops")
+    if sweep.truncated:
+        parts.append("TRUNCATED")
+    return "; ".join(parts)

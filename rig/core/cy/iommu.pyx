@@ -208,6 +208,8 @@ cdef class IoPageTable:
         elif self.pinner is not None:
             pinned = self.pinner.pin_pages(vaddr, npages)
             if isinstance(pinned, int):
+                if pinned >= 0:
+                    raise ValueError(f"pinner returned {pinned}: frames or a negative errno")
                 return pinned
         if pinned is not None and <uint64_t>len(pinned) != npages:
             raise ValueError(f"{len(pinned)} frames given for {npages} pages")

@@ -119,6 +119,8 @@ class _IoPageTable:
             return tuple(range(base, base + npages))
         frames = self.pinner.pin_pages(vaddr, npages)
         if isinstance(frames, int):
+            if frames >= 0:
+                raise ValueError(f"pinner returned {frames}: frames or a negative errno")
             return frames
         if len(frames) != npages:
             raise ValueError(f"{len(frames)} frames given for {npages} pages")
