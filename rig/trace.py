@@ -1,9 +1,84 @@
-"""The trace format v1 (grammar in corpora/README.md): rendering of ops."""
+"""The trace format v1: one text format for corpora, crash reports, minimizer output and
+test fixtures.  The grammar is documented in corpora/README.md; keys are frozen.
+
+    # gmem-rig trace v1
+    # design=qemu-10.1 iommu=type1 ... ram=0x0+0x10000 faults=explicit seed=0 ...
+    # expect: violation stale-mapping
+    # any other comment
+    vfio_register(0, 0x0, 0x10000)
+    kvm_convert_memory(0x2000, 0x1000, shared)  (fault: vfio.dma_map=ENOSPC@2)
+
+``parse(text, strict=True)`` rejects anything unknown with ``file:line: message``;
+``strict=False`` (triage) skips what it cannot read and records a warning per skip.
+``serialize(parse(text)) == text`` for canonical text, ``parse(serialize(t)) == t``.
+"""
 
 from __future__ import annotations
 
-from rig.ops import OPS, Op
+import re
+from dataclasses import dataclass, field, fields
 
+from rig.errors import ERRNO_BY_NAME, errno_name
+from rig.faults import FaultSpec
+from rig.ops import OPS, Op
+from rig.world.config import CONFIG_FIELDS, WorldConfig, parse_ram
+
+MAGIC = "# gmem-rig trace v1"
+INVARIANT_NAMES = ("stale-mapping", "private-dma", "pin-leak", "data-integrity",
+                   "shared-unmapped", "attr-agree", "atomic-failure", "dma-accounting",
+                   "double-backing", "differential")
+_KV = re.compile(r"^[a-z_]+=\S*$")
+_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+class TraceError(ValueError):
+    """A malformed trace: ``file:line: message`` naming the field."""
+
+    def __init__(self, path: str, line: int, message: str):
+        super().__init__(f"{path}:{line}: {message}")
+        self.path = path
+        self.line = line
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Expect:
+    kind: str                   # ok | vm_stopped | violation
+    errno: int | None = None    # vm_stopped: negative errno (None: any)
+    invariant: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "vm_stopped":
+            return "vm_stopped" + (f" {errno_name(self.errno)}" if self.errno else "")
+        if self.kind == "violation":
+            return "violation" + (f" {self.invariant}" if self.invariant else "")
+        return "ok"
+
+    def matches(self, outcome) -> bool:
+        if outcome.kind != self.kind:
+            return False
+        if self.kind == "vm_stopped":
+            return self.errno is None or outcome.errno == self.errno
+        if self.kind == "violation":
+            return self.invariant is None or outcome.invariant == self.invariant
+        return True
+
+
+@dataclass
+class Trace:
+    config: WorldConfig
+    ops: list
+    expect: Expect | None = None
+    comments: list = field(default_factory=list)  # header comments, without "# "
+    warnings: list = field(default_factory=list)  # lenient-mode skips
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Trace) and self.config == other.config
+                and self.ops == other.ops and self.expect == other.expect
+                and self.comments == other.comments)
+
+
+# -- rendering ------------------------------------------------------------------------------
 
 def format_arg(kind: str, value) -> str:
     if kind == "int":
@@ -22,8 +97,6 @@ def format_props(op: Op) -> str:
         elif key == "interleave":
             at, nested = value
             parts.append(f"interleave: {at} {format_op(nested)}")
-        else:
-            parts.append(f"{key}: {value}")
     return f"({', '.join(parts)})" if parts else ""
 
 
@@ -33,3 +106,288 @@ def format_op(op: Op) -> str:
     args = ", ".join(format_arg(a.kind, v) for a, v in zip(spec.args, op.args))
     props = format_props(op)
     return f"{op.name}({args})" + (f"  {props}" if props else "")
+
+
+def format_value(name: str, value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if name == "ram":
+        return ",".join(str(r) for r in value)
+    if name in ("dma_entry_limit", "max_memslots", "seed", "fail_nth"):
+        return str(value)
+    if isinstance(value, int):
+        return f"0x{value:x}"
+    return str(value)
+
+
+def format_header(config: WorldConfig) -> str:
+    return "# " + " ".join(f"{n}={format_value(n, getattr(config, n))}" for n in CONFIG_FIELDS)
+
+
+def serialize(trace: Trace) -> str:
+    """The canonical text: magic, full header, expect, comments, one op per line."""
+    lines = [MAGIC, format_header(trace.config)]
+    if trace.expect is not None:
+        lines.append(f"# expect: {trace.expect}")
+    lines += [f"# {c}" if c else "#" for c in trace.comments]
+    lines += [format_op(o) for o in trace.ops]
+    return "\n".join(lines) + "\n"
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+_FIELD_TYPES = {f.name: f.type for f in fields(WorldConfig)}
+
+
+def parse_value(name: str, text: str):
+    """A header value; raises ValueError naming what is wrong."""
+    if name == "ram":
+        return parse_ram(text)
+    kind = _FIELD_TYPES[name]
+    if "bool" in str(kind):
+        if text not in ("yes", "no"):
+            raise ValueError(f"{name}: {text!r} is not yes or no")
+        return text == "yes"
+    if "float" in str(kind):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not a number") from None
+    if "int" in str(kind):
+        if text == "none" and "None" in str(kind):
+            return None
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not a number") from None
+    return text
+
+
+def parse_expect(text: str) -> Expect:
+    words = text.split()
+    if not words or words[0] not in ("ok", "vm_stopped", "violation") or len(words) > 2:
+        raise ValueError(f"expect: {text!r} is not 'ok', 'vm_stopped [ERRNO]' or "
+                         "'violation [INVARIANT]'")
+    if words[0] == "ok":
+        if len(words) > 1:
+            raise ValueError(f"expect: 'ok' takes no argument ({text!r})")
+        return Expect("ok")
+    if words[0] == "vm_stopped":
+        if len(words) == 1:
+            return Expect("vm_stopped")
+        if words[1] not in ERRNO_BY_NAME:
+            raise ValueError(f"expect: unknown errno {words[1]!r}")
+        return Expect("vm_stopped", -ERRNO_BY_NAME[words[1]])
+    if len(words) == 2 and words[1] not in INVARIANT_NAMES:
+        raise ValueError(f"expect: unknown invariant {words[1]!r}")
+    return Expect("violation", None, words[1] if len(words) == 2 else None)
+
+
+class _Cursor:
+    def __init__(self, text: str):
+        self.text = text
+        self.pos = 0
+
+    def skip_ws(self):
+        while self.pos < len(self.text) and self.text[self.pos] in " \t":
+            self.pos += 1
+
+    def peek(self) -> str:
+        self.skip_ws()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def expect(self, char: str, what: str):
+        if self.peek() != char:
+            found = self.text[self.pos:self.pos + 12] or "end of line"
+            raise ValueError(f"expected {char!r} {what}, found {found!r}")
+        self.pos += 1
+
+    def name(self, what: str) -> str:
+        self.skip_ws()
+        m = _NAME.match(self.text, self.pos)
+        if not m:
+            raise ValueError(f"expected {what} at {self.text[self.pos:self.pos + 12]!r}")
+        self.pos = m.end()
+        return m.group()
+
+    def until(self, stops: str) -> str:
+        self.skip_ws()
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in stops:
+            self.pos += 1
+        return self.text[start:self.pos].strip()
+
+
+def _parse_arg(spec_arg, text: str, op_name: str):
+    where = f"{op_name}: argument {spec_arg.name}"
+    if not text:
+        raise ValueError(f"{where} is missing")
+    if spec_arg.kind == "int":
+        if not text.lower().startswith("0x"):
+            raise ValueError(f"{where} {text!r}: addresses and sizes are hex (0x...)")
+        try:
+            value = int(text, 16)
+        except ValueError:
+            raise ValueError(f"{where} {text!r} is not a hex number") from None
+        if value >= 1 << 64:
+            raise ValueError(f"{where} {text!r} does not fit in 64 bits")
+        return value
+    if spec_arg.kind == "dev":
+        if not text.isdigit():
+            raise ValueError(f"{where} {text!r} is not a device number")
+        return int(text)
+    words = spec_arg.words
+    if text not in words:
+        raise ValueError(f"{where} {text!r} is not {words[0]} or {words[1]}")
+    return text == words[0]
+
+
+def _parse_call(cur: _Cursor) -> tuple[str, tuple]:
+    name = cur.name("an op name")
+    spec = OPS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown op {name!r}")
+    cur.expect("(", f"after {name}")
+    raw = []
+    if cur.peek() != ")":
+        while True:
+            raw.append(cur.until(",)"))
+            if cur.peek() == ",":
+                cur.pos += 1
+                continue
+            break
+    cur.expect(")", f"closing {name}(...)")
+    if len(raw) != len(spec.args):
+        raise ValueError(f"{name} takes {len(spec.args)} arguments "
+                         f"({', '.join(a.name for a in spec.args)}), not {len(raw)}")
+    return name, tuple(_parse_arg(a, t, name) for a, t in zip(spec.args, raw))
+
+
+def _parse_props(cur: _Cursor, strict: bool, warnings: list) -> dict:
+    props: dict = {}
+    cur.expect("(", "opening the properties")
+    while True:
+        key = cur.name("a property name")
+        cur.expect(":", f"after property {key}")
+        if key == "fault":
+            text = cur.until(",)")
+            specs = tuple(FaultSpec.parse(t) for t in text.split())
+            if not specs:
+                raise ValueError("fault: expected site=ERRNO[@nth][/partial]")
+            props["fault"] = specs
+        elif key == "interleave":
+            at_text = cur.until(" \t")
+            if not at_text.isdigit() or int(at_text) < 1:
+                raise ValueError(f"interleave: {at_text!r} is not a notification number >= 1")
+            name, args = _parse_call(cur)
+            props["interleave"] = (int(at_text), Op(name, args))
+        else:
+            if strict:
+                raise ValueError(f"unknown property {key!r} (fault, interleave)")
+            warnings.append(f"unknown property {key!r} ignored")
+            cur.until(",)")
+        if cur.peek() == ",":
+            cur.pos += 1
+            continue
+        cur.expect(")", "closing the properties")
+        return props
+
+
+def parse_op_line(line: str, strict: bool = True, warnings: list | None = None) -> Op:
+    """One op line (a trailing ``# comment`` is allowed and ignored)."""
+    warnings = [] if warnings is None else warnings
+    cur = _Cursor(line)
+    name, args = _parse_call(cur)
+    props = {}
+    if cur.peek() == "(":
+        props = _parse_props(cur, strict, warnings)
+    rest = cur.until("")
+    if rest and not rest.startswith("#"):
+        raise ValueError(f"unexpected text after the op: {rest!r}")
+    return Op(name, args, tuple(sorted(props.items())))
+
+
+def parse(text: str, path: str = "<trace>", strict: bool = True) -> Trace:
+    """Parse a trace; raises TraceError(path, line, message) on malformed input (strict)
+    or records a warning and skips the line (lenient)."""
+    lines = text.splitlines()
+    warnings: list = []
+
+    def fail(lineno: int, message: str):
+        if strict:
+            raise TraceError(path, lineno, message)
+        warnings.append(f"{path}:{lineno}: {message} (skipped)")
+
+    if not lines or lines[0].strip() != MAGIC:
+        if strict:
+            raise TraceError(path, 1, f"not a gmem-rig trace: the first line must be {MAGIC!r}")
+        warnings.append(f"{path}:1: missing {MAGIC!r}")
+    values: dict = {}
+    expect = None
+    comments: list = []
+    ops: list = []
+    start = 1 if lines and lines[0].strip() == MAGIC else 0
+    for lineno, raw in enumerate(lines[start:], start=start + 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            body = line[1:].strip()
+            tokens = body.split()
+            if body.startswith("expect:"):
+                if ops and strict:
+                    fail(lineno, "the expect line belongs in the header, before the ops")
+                    continue
+                try:
+                    expect = parse_expect(body[len("expect:"):].strip())
+                except ValueError as exc:
+                    fail(lineno, str(exc))
+                continue
+            if tokens and all(_KV.match(t) for t in tokens):
+                if ops:
+                    fail(lineno, "header lines come before the first op")
+                    continue
+                for token in tokens:
+                    key, value = token.split("=", 1)
+                    if key not in CONFIG_FIELDS:
+                        fail(lineno, f"unknown header key {key!r}")
+                        continue
+                    if key in values:
+                        fail(lineno, f"header key {key!r} given twice")
+                        continue
+                    try:
+                        values[key] = parse_value(key, value)
+                    except ValueError as exc:
+                        fail(lineno, str(exc))
+                continue
+            if not ops:
+                comments.append(body)
+            continue
+        try:
+            ops.append(parse_op_line(line, strict, warnings))
+        except ValueError as exc:
+            fail(lineno, str(exc))
+    try:
+        config = WorldConfig(**values).validate()
+    except (ValueError, TypeError) as exc:
+        # A header that asks for an impossible world: name the field, on its line.
+        key = str(exc).split(":", 1)[0]
+        lineno = next((i for i, raw in enumerate(lines, 1)
+                       if raw.startswith("#") and f" {key}=" in f" {raw[1:]}"), 2)
+        raise TraceError(path, lineno, f"impossible world: {exc}") from None
+    return Trace(config, ops, expect, comments, warnings)
+
+
+def load(path: str, strict: bool = True) -> Trace:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise TraceError(path, 1, "not a text trace (binary data)") from None
+    return parse(text, path, strict)
+
+
+def is_trace(data: bytes) -> bool:
+    return data.lstrip().startswith(MAGIC.encode())

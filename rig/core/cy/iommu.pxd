@@ -40,6 +40,7 @@ cdef class IoPageTable:
     cdef IoPte *pte_lookup(self, uint64_t pfn) noexcept nogil
     cdef IoPte *pte_alloc(self, uint64_t pfn) noexcept nogil
     cdef void pte_clear(self, uint64_t pfn) noexcept nogil
+    cdef bint overlaps(self, uint64_t lo, uint64_t hi) noexcept nogil
     cdef bint next_present(self, uint64_t lo, uint64_t hi, uint64_t *out) noexcept nogil
     cdef int fault(self, str site) except? -2147483647
     cdef int pin_and_insert(self, uint64_t iova, uint64_t size, uint64_t vaddr, object frames,

@@ -170,6 +170,16 @@ cdef class IoPageTable:
                 return
             free(n)
 
+    cdef bint overlaps(self, uint64_t lo, uint64_t hi) noexcept nogil:
+        """Any mapped pfn in [lo, hi]?  One-page ranges (the common 4 KiB map) are a
+        single lookup instead of a walk."""
+        cdef IoPte *pte
+        cdef uint64_t found
+        if lo == hi:
+            pte = self.pte_lookup(lo)
+            return pte != NULL and pte.map_npages != 0
+        return self.next_present(lo, hi, &found)
+
     cdef bint next_present(self, uint64_t lo, uint64_t hi, uint64_t *out) noexcept nogil:
         """The first mapped pfn in [lo, hi], ascending; false if none."""
         if lo > hi:
@@ -348,20 +358,20 @@ cdef class VfioType1Container(IoPageTable):
     cdef int dma_map(self, uint64_t iova, uint64_t size, uint64_t vaddr, object frames,
                      bint readonly) except? -2147483647:
         """vfio_dma_do_map(): 0, or -EINVAL / -EEXIST / -ENOSPC / -EINVAL / pin errno."""
-        cdef uint64_t last, found
+        cdef uint64_t last
         cdef int ret
         if size == 0 or self.unaligned(size) or self.unaligned(iova) or self.unaligned(vaddr):
             return -EINVAL
         if iova + size - 1 < iova or vaddr + size - 1 < vaddr:
             return -EINVAL  # IOVA or vaddr wrap
         last = iova + size - 1
-        if self.next_present(iova >> self.pgshift, last >> self.pgshift, &found):
+        if self.overlaps(iova >> self.pgshift, last >> self.pgshift):
             return -EEXIST
         if not self.dma_avail:
             return -ENOSPC
         if not self.iova_dma_valid(iova, last):
             return -EINVAL
-        ret = self.fault(self.site_map)
+        ret = self.fault("vfio.dma_map") if self.fault_hook is not None else 0
         if ret:
             return ret
         ret = self.pin_and_insert(iova, size, vaddr, frames, readonly)
@@ -390,7 +400,7 @@ cdef class VfioType1Container(IoPageTable):
         if pte != NULL and pte.map_npages and \
                 pte.map_pfn + pte.map_npages - 1 != last >> self.pgshift:
             return -EINVAL
-        ret = self.fault(self.site_unmap)
+        ret = self.fault("vfio.dma_unmap") if self.fault_hook is not None else 0
         if ret:
             return ret
         pfn = iova >> self.pgshift
@@ -422,16 +432,16 @@ cdef class IommufdIoas(IoPageTable):
                      bint readonly) except? -2147483647:
         """iopt_map_pages(): 0, or -EINVAL (unaligned, length 0), -EOVERFLOW, -EEXIST,
         pin errno.  Atomic."""
-        cdef uint64_t last, found
+        cdef uint64_t last
         cdef int ret
         if size == 0 or self.unaligned(size) or self.unaligned(iova) or self.unaligned(vaddr):
             return -EINVAL
         if iova + size - 1 < iova or vaddr + size - 1 < vaddr:
             return -EOVERFLOW
         last = iova + size - 1
-        if self.next_present(iova >> self.pgshift, last >> self.pgshift, &found):
+        if self.overlaps(iova >> self.pgshift, last >> self.pgshift):
             return -EEXIST
-        ret = self.fault(self.site_map)
+        ret = self.fault("iommufd.ioas_map") if self.fault_hook is not None else 0
         if ret:
             return ret
         return self.pin_and_insert(iova, size, vaddr, frames, readonly)
@@ -450,7 +460,8 @@ cdef class IommufdIoas(IoPageTable):
             return -EOVERFLOW
         last = iova + size - 1
         # An injected failure may come after k areas were removed (partial progress).
-        ret = self.fault(self.site_unmap)
+        self.fault_partial = NO_PARTIAL
+        ret = self.fault("iommufd.ioas_unmap") if self.fault_hook is not None else 0
         if ret and self.fault_partial == NO_PARTIAL:
             return ret
         allowed = self.fault_partial
