@@ -109,6 +109,69 @@ def _cmd_sweep(args) -> int:
     return EXIT_FINDING if broken else EXIT_OK
 
 
+def _cmd_replay(args) -> int:
+    """Replay traces or raw crash files; exit 0 when each is ok or as expected."""
+    import json
+
+    from rig import replay
+    from rig.trace import TraceError
+
+    worst = EXIT_OK
+    reports = []
+    for path in args.files:
+        try:
+            loaded = replay.load_input(path, args.harness, strict=not args.lenient)
+        except TraceError as exc:
+            print(f"rig replay: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        result, lines, deltas = replay.replay(loaded, path, args.backend, not args.no_differential)
+        code = replay.exit_code(loaded, result)
+        worst = max(worst, code)
+        if args.json:
+            reports.append(replay.to_json(loaded, path, result, deltas))
+        elif not args.quiet:
+            print("\n".join(lines))
+            if len(args.files) > 1:
+                print()
+        else:
+            print(f"{path}: {replay.describe(result)}")
+    if args.json:
+        print(json.dumps(reports if len(reports) > 1 else reports[0], indent=1))
+    return worst
+
+
+def _cmd_minimize(args) -> int:
+    """Minimize a failing trace or raw crash file; write it under --out if it reproduces
+    3 out of 3 times in fresh processes."""
+    from rig import minimize, replay
+    from rig.trace import TraceError, serialize
+
+    try:
+        loaded = replay.load_input(args.file, args.harness, strict=not args.lenient)
+    except TraceError as exc:
+        print(f"rig minimize: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        m = minimize.Minimizer(loaded.trace, args.backend, log=lambda msg: print(f"  {msg}"))
+    except ValueError as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    print(f"minimize: {args.file}: {len(loaded.trace.ops)} ops, target {m.target.expect()}")
+    m.minimize()
+    trace = minimize.finalize(m, len(loaded.trace.ops))
+    text = serialize(trace)
+    print(text, end="")
+    if args.no_write:
+        return EXIT_OK
+    if not minimize.reproduces_in_fresh_processes(text, 3, args.backend):
+        print("rig minimize: the minimized trace did not reproduce 3/3 in fresh processes: "
+              "nondeterminism in the rig", file=sys.stderr)
+        return EXIT_INTERNAL
+    path, created = minimize.write(trace, args.out)
+    print(f"{'wrote' if created else 'already known'}: {path}")
+    print(f"replay: rig replay {path}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rig", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gmem-rig {rig.__version__}")
@@ -131,6 +194,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coverage", action="store_true", help="print per-site reached/fired")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_sweep)
+    p = sub.add_parser("replay", help="replay .trace files or raw crash files, op by op")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--harness", help="decode raw files with this harness (default convert; "
+                   "NAME:DESIGN fixes the design)")
+    p.add_argument("--backend", choices=("cy", "pure"), default="cy")
+    p.add_argument("--lenient", action="store_true",
+                   help="skip what cannot be parsed (triage) instead of failing")
+    p.add_argument("--no-differential", action="store_true",
+                   help="do not run the reference model beside the core")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="one line per file")
+    p.set_defaults(func=_cmd_replay)
+    p = sub.add_parser("minimize", help="shrink a failing trace or crash file and add it "
+                       "to the regression corpus")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--out", default="corpora/regressions",
+                   help="where to write it (default corpora/regressions)")
+    p.add_argument("--harness", help="decode a raw file with this harness (NAME[:DESIGN])")
+    p.add_argument("--backend", choices=("cy", "pure"), default="cy")
+    p.add_argument("--lenient", action="store_true")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the minimized trace only (no 3/3 check, no file)")
+    p.set_defaults(func=_cmd_minimize)
     from rig import bench
 
     bench.add_parser(sub)

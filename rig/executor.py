@@ -64,11 +64,14 @@ class RunResult:
 
 
 def run(config: WorldConfig, ops, backend: str = "cy", differential: bool = True,
-        stop_at_violation: bool = True) -> RunResult:
-    """Run ``ops`` from a fresh world built from ``config`` (validated here)."""
+        stop_at_violation: bool = True, observe=None) -> RunResult:
+    """Run ``ops`` from a fresh world built from ``config`` (validated here).
+    ``observe(world)`` is called before the first op and after every op."""
     config.validate()
     world = World(config, backend)
     shadow = World(config, "model") if differential and backend != "model" else None
+    if observe is not None:
+        observe(world)
     steps: list[Step] = []
     outcome = Outcome("ok")
     all_violations: list = []
@@ -97,6 +100,8 @@ def run(config: WorldConfig, ops, backend: str = "cy", differential: bool = True
         faults = [(e[2], e[3], e[4]) for e in events if e[0] == "fault"]
         steps.append(Step(index, op, result, faults,
                           [e for e in events if e[0] != "fault"], violations))
+        if observe is not None:
+            observe(world)
         stopped = world.vm_stopped
         if (stopped is None and op.name == "kvm_convert_memory" and isinstance(result, int)
                 and result < 0 and world.design.stops_vm):

@@ -118,6 +118,7 @@ class Injected:
     errno: int
     partial: int | None = None
     injected: bool = True
+    nth: int = 0  # which hit of the site inside its op (set by the plan)
 
 
 @dataclass
@@ -152,6 +153,7 @@ class FaultPlan:
         self.stats[site].reached += 1
         fault = self._decide(site, units)
         if fault is not None:
+            fault.nth = self.op_hits[site]
             self.stats[site].fired += 1
             self.fired.append((self.op_index, fault))
         return fault

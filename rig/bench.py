@@ -1,0 +1,491 @@
+"""``rig bench``: benchmarks of the rig (a script that prints numbers, not a timed test).
+
+``rig bench core`` measures the core in three sections, all in one process and one run:
+
+1. op stream: the same seeded stream of ``--ops`` differential ops
+   (:func:`rig.differential.random_ops`) applied separately to the Cython core, its
+   pure-Python twin and the reference model, each on a fresh ``differential._System``;
+   ops/s of each and the ratios cy/pure and cy/model.
+2. bitmap: ``bitmap_set``/``find_next_zero_bit``/``bitmap_clear``/``find_next_bit`` over
+   the whole of a ``--bits``-bit Cython bitmap, each against a ``memset`` of the same byte
+   count on a bytearray in the same run; the pure twin's ``bitmap_set`` and
+   ``find_next_zero_bit`` on 2^22 bits, extrapolated per bit to ``--bits``.
+3. type1 at scale: ``--mappings`` single-page (4 KiB) mappings in a VFIO type1 container,
+   (a) through the Python ``map_dma``/``unmap_dma`` API in a Python loop, (b) through the
+   C path (RamBlockAttributes.state_change -> VFIORamDiscardListener -> dma_map/dma_unmap,
+   no Python per granule); maps/s, unmaps/s and bytes per mapping from the process RSS.
+
+Timing is wall-clock (``time.perf_counter``), with the garbage collector collected before
+and disabled during each timed region.  Nothing here is deterministic in time; the op
+streams and sizes are, from ``--seed`` and the flags, and are printed first.
+See docs/benchmarks.md for what each number means and reference figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import time
+from contextlib import contextmanager
+
+EXIT_OK = 0
+EXIT_FINDING = 2  # rig.cli's code for a violation: a core that miscounts is one
+
+PAGE = 0x1000
+VADDR_BASE = 0x7F0000000000
+IOVA_BASE = 0x100000000  # as rig.differential: guest RAM above 4 GiB
+PURE_BITMAP_BITS = 1 << 22
+OPSTREAM_REPEATS = 5  # best of, each on a fresh system
+BITMAP_REPEATS = 5  # best of, warm (the first bitmap_set is also reported cold)
+
+
+class BenchFailure(Exception):
+    """The core did not do the work the benchmark asked for: the figures would be lies."""
+
+
+# -- command line -------------------------------------------------------------------------
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def add_parser(sub) -> None:
+    """Add ``bench`` (with its suites as sub-subcommands) to rig's subparsers ``sub``."""
+    p = sub.add_parser("bench", help="benchmarks (wall-clock figures, not tests)",
+                       description="Benchmarks of the rig.  Suites: core.")
+    suites = p.add_subparsers(dest="suite", metavar="SUITE", parser_class=type(p))
+
+    def _no_suite(args) -> int:
+        p.print_help(sys.stderr)
+        return 1
+
+    p.set_defaults(func=_no_suite)
+
+    c = suites.add_parser(
+        "core", help="Cython core vs pure twin vs model; bitmap vs memset; type1 at scale",
+        description=("Cython core vs pure-Python twin vs model on one op stream; bitmap "
+                     "scans vs memset; VFIO type1 with --mappings 4 KiB mappings.  "
+                     "Wall-clock figures; see docs/benchmarks.md."))
+    c.add_argument("--ops", type=_positive, default=100_000,
+                   help="ops in the op stream (default 100000)")
+    c.add_argument("--seed", type=_seed, default=0, help="seed of the op stream (default 0)")
+    c.add_argument("--mappings", type=_positive, default=1 << 22,
+                   help="4 KiB type1 mappings (default 4194304 = 16 GiB)")
+    c.add_argument("--bits", type=_positive, default=1 << 28,
+                   help="bitmap size in bits (default 268435456 = 2^28)")
+    c.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    c.set_defaults(func=cmd_core)
+
+
+# -- measurement helpers ------------------------------------------------------------------
+
+@contextmanager
+def _quiet_gc():
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _timed(fn, *args):
+    """(seconds, result) of one call of fn(*args), gc disabled."""
+    with _quiet_gc():
+        t0 = time.perf_counter()
+        result = fn(*args)
+        dt = time.perf_counter() - t0
+    return dt, result
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss() -> int | None:
+    """Resident set size in bytes (/proc/self/statm), None where there is no /proc."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except OSError:
+        return None
+
+
+def _malloc_trim() -> bool:
+    """Give freed heap back to the OS (glibc), so an RSS baseline is not partly free
+    memory about to be reused.  False where there is no malloc_trim."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/loadavg") as f:
+            load = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        load = None
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "implementation": platform.python_implementation(), "loadavg_1min": load}
+
+
+def _build() -> dict:
+    """Which core is being measured: the git commit, whether rig/core differs from it,
+    and any Cython module whose .pyx/.pxd is newer than its built extension (a stale
+    build measures old code)."""
+    import importlib
+    import subprocess
+
+    from rig.core import _MODULES
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    info: dict = {"commit": None, "core_dirty": None, "stale_extensions": []}
+    try:
+        info["commit"] = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+            text=True, timeout=10, check=True).stdout.strip() or None
+        info["core_dirty"] = bool(subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--", "rig/core"],
+            capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for name in _MODULES:
+        so = importlib.import_module(f"rig.core.cy.{name}").__file__
+        built = os.path.getmtime(so)
+        for ext in ("pyx", "pxd"):
+            src = os.path.join(os.path.dirname(so), f"{name}.{ext}")
+            if os.path.exists(src) and os.path.getmtime(src) > built:
+                info["stale_extensions"].append(f"{name}.{ext}")
+    return info
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+# -- 1. op stream -------------------------------------------------------------------------
+
+def bench_opstream(nops: int, seed: int, out) -> dict:
+    from rig import differential
+
+    cfg = differential.CoreConfig()
+    t0 = time.perf_counter()
+    ops = differential.random_ops(random.Random(seed), cfg, nops)
+    gen = time.perf_counter() - t0
+    out(f"[1] op stream: {nops} ops, seed {seed}, CoreConfig({cfg}); "
+        f"stream generated in {gen:.3f} s (not timed below)")
+    call = differential._call
+    res: dict = {"config": str(cfg), "ops": nops, "generate_s": gen, "impls": {}}
+    results = {}
+    for impl in ("cy", "pure", "model"):
+        best = None
+        for _ in range(OPSTREAM_REPEATS):
+            system = differential._System(impl, cfg)
+            dt, got = _timed(lambda s=system: [call(s, op) for op in ops])
+            if best is None or dt < best:
+                best = dt
+            results[impl] = got
+        res["impls"][impl] = {"seconds": best, "ops_per_s": _rate(nops, best)}
+        out(f"    {impl:<5} {best:8.3f} s  {_rate(nops, best):>12,.0f} ops/s"
+            f"  (best of {OPSTREAM_REPEATS}, fresh system each)")
+    # The floor every implementation pays: differential._call's dispatch with an apply()
+    # that does nothing.  The cy figure is bounded by it (and by the Python recorder
+    # listeners of the system), so cy/pure understates the core's own speedup.
+    class _Null:
+        def apply(self, op):
+            return None
+
+    null = _Null()
+    floor = min(_timed(lambda: [call(null, op) for op in ops])[0] for _ in range(OPSTREAM_REPEATS))
+    res["harness_floor"] = {"seconds": floor, "ops_per_s": _rate(nops, floor)}
+    out(f"    floor {floor:8.3f} s  {_rate(nops, floor):>12,.0f} ops/s"
+        f"  (differential._call with a no-op apply: the harness alone)")
+    cy = res["impls"]["cy"]["ops_per_s"]
+    res["ratio_cy_pure"] = cy / res["impls"]["pure"]["ops_per_s"]
+    res["ratio_cy_model"] = cy / res["impls"]["model"]["ops_per_s"]
+    out(f"    cy/pure  {res['ratio_cy_pure']:.2f}x   cy/model {res['ratio_cy_model']:.2f}x")
+    # Same work or the ratios mean nothing: the per-op results must agree (outside timing;
+    # `rig selftest` is the real check, which also compares state after every op).
+    reprs = {impl: [repr(r) for r in got] for impl, got in results.items()}
+    for i in range(nops):
+        if len({reprs[impl][i] for impl in reprs}) > 1:
+            raise BenchFailure(
+                f"op stream: op {i} {ops[i]!r} gives different results: "
+                + ", ".join(f"{impl}={results[impl][i]!r}" for impl in results)
+                + " (run `rig selftest`)")
+    res["results_agree"] = True
+    return res
+
+
+# -- 2. bitmap ----------------------------------------------------------------------------
+
+def bench_bitmap(nbits: int, out) -> dict:
+    from rig.core import load_backend
+
+    cy = load_backend("cy")
+    pure = load_backend("pure")
+    nbytes = (nbits + 7) // 8
+    out(f"[2] bitmap: {nbits} bits = {nbytes / 2**20:.1f} MiB; "
+        f"best of {BITMAP_REPEATS}; ratio = time / time of a memset of the same bytes")
+
+    buf = bytearray(nbytes)  # allocated (and touched, zero-filled) outside the timing
+    cbuf = (ctypes.c_char * nbytes).from_buffer(buf)
+    addr = ctypes.addressof(cbuf)
+
+    bm = cy.Bitmap(nbits)  # calloc: pages untouched until the first set
+    cold, _ = _timed(bm.bitmap_set, 0, nbits)
+    bm.bitmap_clear(0, nbits)
+
+    times = {k: [] for k in ("memset_ff", "memset_00", "bitmap_set", "find_next_zero_bit",
+                             "bitmap_clear", "find_next_bit")}
+    for _ in range(BITMAP_REPEATS):
+        dt, _r = _timed(ctypes.memset, addr, 0xFF, nbytes)
+        times["memset_ff"].append(dt)
+        dt, _r = _timed(bm.bitmap_set, 0, nbits)
+        times["bitmap_set"].append(dt)
+        dt, found = _timed(bm.find_next_zero_bit, nbits, 0)
+        times["find_next_zero_bit"].append(dt)
+        if found != nbits:
+            raise BenchFailure(f"bitmap: find_next_zero_bit on a full map gave {found}, "
+                               f"not {nbits}")
+        dt, _r = _timed(ctypes.memset, addr, 0, nbytes)
+        times["memset_00"].append(dt)
+        dt, _r = _timed(bm.bitmap_clear, 0, nbits)
+        times["bitmap_clear"].append(dt)
+        dt, found = _timed(bm.find_next_bit, nbits, 0)
+        times["find_next_bit"].append(dt)
+        if found != nbits:
+            raise BenchFailure(f"bitmap: find_next_bit on an empty map gave {found}, "
+                               f"not {nbits}")
+    del cbuf
+    best = {k: min(v) for k, v in times.items()}
+    # Each op against the memset of the same value (set and the scan of the full map vs
+    # 0xFF, clear and the scan of the empty map vs 0): memset(0) can be much faster.
+    base = {"bitmap_set": "memset_ff", "find_next_zero_bit": "memset_ff",
+            "bitmap_clear": "memset_00", "find_next_bit": "memset_00"}
+    res: dict = {"nbits": nbits, "nbytes": nbytes, "repeats": BITMAP_REPEATS,
+                 "memset_ff_s": best["memset_ff"], "memset_00_s": best["memset_00"],
+                 "bitmap_set_cold_s": cold,
+                 "bitmap_set_cold_ratio_to_memset": cold / best["memset_ff"], "cy": {}}
+    for m, label in (("memset_ff", "memset 0xFF (ctypes, bytearray)"),
+                     ("memset_00", "memset 0x00 (ctypes, bytearray)")):
+        out(f"    {label:<32}{best[m] * 1e3:9.3f} ms  {nbytes / best[m] / 1e9:6.2f} GB/s")
+    for k in ("bitmap_set", "find_next_zero_bit", "bitmap_clear", "find_next_bit"):
+        ratio = best[k] / best[base[k]]
+        res["cy"][k] = {"seconds": best[k], "ratio_to_memset": ratio, "memset": base[k],
+                        "bytes_per_s": nbytes / best[k]}
+        label = {"find_next_zero_bit": "find_next_zero_bit (full map)",
+                 "find_next_bit": "find_next_bit (empty map)"}.get(k, k)
+        out(f"    cy {label:<29}{best[k] * 1e3:9.3f} ms  {nbytes / best[k] / 1e9:6.2f} GB/s"
+            f"  {ratio:5.2f}x {base[k]}")
+    out(f"    cy bitmap_set, first (cold)   {cold * 1e3:9.3f} ms  "
+        f"{nbytes / cold / 1e9:6.2f} GB/s  {cold / best['memset_ff']:5.2f}x memset_ff"
+        f"  (page faults of the fresh calloc'd map)")
+
+    # The pure twin at a size it can do, extrapolated per bit (labelled as such).
+    pbits = min(PURE_BITMAP_BITS, nbits)
+    pbm = pure.Bitmap(pbits)
+    pset, _ = _timed(pbm.bitmap_set, 0, pbits)
+    pfind, found = _timed(pbm.find_next_zero_bit, pbits, 0)
+    if found != pbits:
+        raise BenchFailure(f"bitmap: pure find_next_zero_bit gave {found}, not {pbits}")
+    res["pure"] = {"measured_bits": pbits}
+    for k, dt in (("bitmap_set", pset), ("find_next_zero_bit", pfind)):
+        extrap = dt / pbits * nbits
+        res["pure"][k] = {"measured_s": dt, "ns_per_bit": dt / pbits * 1e9,
+                          "extrapolated_s": extrap,
+                          "extrapolated_ratio_to_memset": extrap / best["memset_ff"],
+                          "extrapolated_ratio_to_cy": extrap / best[k]}
+        out(f"    pure {k} on {pbits} bits: {dt * 1e3:.1f} ms "
+            f"({dt / pbits * 1e9:.2f} ns/bit); EXTRAPOLATED to {nbits} bits: "
+            f"{extrap:.2f} s = {extrap / best['memset_ff']:,.0f}x memset_ff, "
+            f"{extrap / best[k]:,.0f}x cy")
+    return res
+
+
+# -- 3. type1 at scale --------------------------------------------------------------------
+
+def _check_count(container, expected: int, when: str) -> None:
+    if container.count != expected:
+        raise BenchFailure(f"type1: container count is {container.count} {when}, "
+                           f"expected {expected}")
+
+
+def _mem_fields(n: int, base, mapped, unmapped, trimmed) -> dict:
+    d = {"rss_baseline": base, "rss_mapped": mapped, "rss_after_unmap": unmapped,
+         "rss_after_trim": trimmed}
+    if base is not None and mapped is not None:
+        d["bytes_per_mapping"] = (mapped - base) / n
+    return d
+
+
+def bench_type1(n: int, out) -> dict:
+    from rig.core import load_backend
+    from rig.core.types import MemoryRegionSection
+
+    cy = load_backend("cy")
+    size = n * PAGE
+    out(f"[3] type1: {n} single-page (4 KiB) mappings = {size / 2**30:.2f} GiB; "
+        f"dma_entry_limit={n}, memlock unlimited")
+    res: dict = {"mappings": n, "malloc_trim": _malloc_trim()}
+
+    # (a) The Python API, one call per mapping.
+    c = cy.VfioType1Container(dma_entry_limit=n, memlock_limit=None)
+
+    def map_loop():
+        m = c.map_dma
+        bad = 0
+        for i in range(n):
+            if m(i << 12, PAGE, VADDR_BASE + (i << 12)):
+                bad += 1
+        return bad
+
+    def unmap_loop():
+        u = c.unmap_dma
+        bad = 0
+        for i in range(n):
+            if u(i << 12, PAGE) != PAGE:
+                bad += 1
+        return bad
+
+    _malloc_trim()
+    base = _rss()
+    tmap, bad = _timed(map_loop)
+    mapped = _rss()
+    if bad:
+        raise BenchFailure(f"type1 (a): {bad} of {n} map_dma calls failed")
+    _check_count(c, n, "after mapping (a)")
+    tunmap, bad = _timed(unmap_loop)
+    if bad:
+        raise BenchFailure(f"type1 (a): {bad} of {n} unmap_dma calls failed")
+    _check_count(c, 0, "after unmapping (a)")
+    unmapped = _rss()
+    del c
+    _malloc_trim()
+    trimmed = _rss()
+    a = {"map_s": tmap, "unmap_s": tunmap, "maps_per_s": _rate(n, tmap),
+         "unmaps_per_s": _rate(n, tunmap), **_mem_fields(n, base, mapped, unmapped, trimmed)}
+    res["python_api"] = a
+
+    # (b) The C path: one state_change maps every granule, one unmaps them all.
+    c = cy.VfioType1Container(dma_entry_limit=n, memlock_limit=None)
+    rba = cy.RamBlockAttributes(size, PAGE)
+    vl = cy.VFIORamDiscardListener(c, PAGE, vaddr_base=VADDR_BASE)
+    ret = rba.register_listener(vl, MemoryRegionSection(0, size, IOVA_BASE))
+    if ret:
+        raise BenchFailure(f"type1 (b): register_listener returned {ret}")
+    _check_count(c, 0, "after register_listener (b)")
+    _malloc_trim()
+    base = _rss()
+    tmap, ret = _timed(rba.state_change, 0, size, False)
+    mapped = _rss()
+    if ret:
+        raise BenchFailure(f"type1 (b): state_change(populate) returned {ret}")
+    _check_count(c, n, "after state_change(0, size, False) (b)")
+    tunmap, ret = _timed(rba.state_change, 0, size, True)
+    if ret:
+        raise BenchFailure(f"type1 (b): state_change(discard) returned {ret}")
+    _check_count(c, 0, "after state_change(0, size, True) (b)")
+    if vl.discard_errors:
+        raise BenchFailure(f"type1 (b): discard errors {vl.discard_errors[:3]}")
+    unmapped = _rss()
+    rba.unregister_listener(vl)
+    del rba, vl, c
+    _malloc_trim()
+    trimmed = _rss()
+    b = {"map_s": tmap, "unmap_s": tunmap, "maps_per_s": _rate(n, tmap),
+         "unmaps_per_s": _rate(n, tunmap), **_mem_fields(n, base, mapped, unmapped, trimmed)}
+    res["c_path"] = b
+
+    def mib(v):
+        return "n/a" if v is None else f"{v / 2**20:.1f} MiB"
+
+    for label, key, d in (("(a) Python map_dma/unmap_dma loop", "python_api", a),
+                          ("(b) C path via state_change", "c_path", b)):
+        out(f"    {label}")
+        out(f"        map   {d['map_s']:8.3f} s  {d['maps_per_s']:>12,.0f} maps/s")
+        out(f"        unmap {d['unmap_s']:8.3f} s  {d['unmaps_per_s']:>12,.0f} unmaps/s")
+        bpm = d.get("bytes_per_mapping")
+        out(f"        memory {'n/a' if bpm is None else f'{bpm:.2f}'} B/mapping (RSS delta); "
+            f"RSS {mib(d['rss_baseline'])} -> mapped {mib(d['rss_mapped'])} -> "
+            f"unmapped {mib(d['rss_after_unmap'])} -> freed+trim {mib(d['rss_after_trim'])}")
+    res["ratio_c_over_python_map"] = b["maps_per_s"] / a["maps_per_s"]
+    res["ratio_c_over_python_unmap"] = b["unmaps_per_s"] / a["unmaps_per_s"]
+    out(f"    C path / Python API: map {res['ratio_c_over_python_map']:.2f}x, "
+        f"unmap {res['ratio_c_over_python_unmap']:.2f}x")
+    return res
+
+
+# -- the command --------------------------------------------------------------------------
+
+def cmd_core(args) -> int:
+    as_json = args.json
+
+    def out(line: str) -> None:
+        if not as_json:
+            print(line, flush=True)
+
+    from rig.core import load_backend
+    load_backend("cy")  # fail here, not mid-run, when the extension is not built
+
+    config = {"suite": "core", "seed": args.seed, "ops": args.ops, "bits": args.bits,
+              "mappings": args.mappings}
+    machine = _machine()
+    out(f"rig bench core: seed={args.seed} ops={args.ops} bits={args.bits} "
+        f"mappings={args.mappings}")
+    out(f"machine: nproc={machine['nproc']} cpu={machine['cpu']!r} "
+        f"{machine['implementation']} {machine['python']} "
+        f"loadavg(1min)={machine['loadavg_1min']} at start")
+    build = _build()
+    dirty = {None: "", False: " (rig/core clean)", True: " + uncommitted rig/core changes"}
+    out(f"core: commit {build['commit'] or '?'}{dirty[build['core_dirty']]}")
+    if build["stale_extensions"]:
+        print(f"rig bench core: WARNING: source newer than the built extension: "
+              f"{', '.join(build['stale_extensions'])}; the figures are for the old build "
+              f"(rebuild: python setup.py build_ext --inplace)", file=sys.stderr)
+    report: dict = {"config": config, "machine": machine, "build": build}
+    t0 = time.perf_counter()
+    try:
+        report["opstream"] = bench_opstream(args.ops, args.seed, out)
+        report["bitmap"] = bench_bitmap(args.bits, out)
+        report["type1"] = bench_type1(args.mappings, out)
+    except BenchFailure as exc:
+        print(f"rig bench core: FAIL: {exc}", file=sys.stderr)
+        return EXIT_FINDING
+    report["total_s"] = time.perf_counter() - t0
+    out(f"total {report['total_s']:.1f} s")
+    if as_json:
+        print(json.dumps(report, sort_keys=True))
+    return EXIT_OK
