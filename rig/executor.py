@@ -63,19 +63,22 @@ class RunResult:
         return self.world.plan.coverage()
 
 
-def run(config: WorldConfig, ops, backend: str = "cy", differential: bool = True,
-        stop_at_violation: bool = True, observe=None) -> RunResult:
-    """Run ``ops`` from a fresh world built from ``config`` (validated here).
-    ``observe(world)`` is called before the first op and after every op."""
-    config.validate()
-    world = World(config, backend)
-    shadow = World(config, "model") if differential and backend != "model" else None
-    if observe is not None:
-        observe(world)
-    steps: list[Step] = []
-    outcome = Outcome("ok")
-    all_violations: list = []
-    for index, op in enumerate(ops):
+class Session:
+    """A world (and its shadow on the reference model) stepped one op at a time: the one
+    apply-then-check path that ``run``, the hypothesis state machine and the fuzz
+    harnesses share."""
+
+    def __init__(self, config: WorldConfig, backend: str = "cy", differential: bool = True):
+        config.validate()
+        self.world = World(config, backend)
+        self.shadow = World(config, "model") if differential and backend != "model" else None
+        self.steps: list[Step] = []
+        self.outcome = Outcome("ok")
+        self.stopped = False
+
+    def step(self, op: Op, stop_at_violation: bool = True) -> Step:
+        world, shadow = self.world, self.shadow
+        index = len(self.steps)
         events_before = len(world.events)
         world.begin_op(index, op)
         before = world.snapshot() if op.name == "kvm_convert_memory" else None
@@ -98,25 +101,41 @@ def run(config: WorldConfig, ops, backend: str = "cy", differential: bool = True
             violations += oracle.check_differential(world, shadow, result, shadow_result)
         events = world.events[events_before:]
         faults = [(e[2], e[3], e[4]) for e in events if e[0] == "fault"]
-        steps.append(Step(index, op, result, faults,
-                          [e for e in events if e[0] != "fault"], violations))
-        if observe is not None:
-            observe(world)
+        step = Step(index, op, result, faults, [e for e in events if e[0] != "fault"], violations)
+        self.steps.append(step)
         stopped = world.vm_stopped
         if (stopped is None and op.name == "kvm_convert_memory" and isinstance(result, int)
                 and result < 0 and world.design.stops_vm):
             stopped = world.vm_stopped = result
             world.event("vm_stop", result)
         if violations:
-            all_violations.extend(violations)
-            if outcome.kind != "violation":
+            if self.outcome.kind != "violation":
                 head = violations[0]
-                outcome = Outcome("violation", index, None, head.invariant, head.detail,
-                                  list(violations))
+                self.outcome = Outcome("violation", index, None, head.invariant, head.detail,
+                                       list(violations))
             if stop_at_violation:
-                break
+                self.stopped = True
         if stopped is not None:
-            if outcome.kind == "ok":
-                outcome = Outcome("vm_stopped", index, stopped)
+            if self.outcome.kind == "ok":
+                self.outcome = Outcome("vm_stopped", index, stopped)
+            self.stopped = True
+        return step
+
+    def result(self) -> RunResult:
+        return RunResult(self.outcome, self.steps, self.world, self.shadow)
+
+
+def run(config: WorldConfig, ops, backend: str = "cy", differential: bool = True,
+        stop_at_violation: bool = True, observe=None) -> RunResult:
+    """Run ``ops`` from a fresh world built from ``config`` (validated here).
+    ``observe(world)`` is called before the first op and after every op."""
+    session = Session(config, backend, differential)
+    if observe is not None:
+        observe(session.world)
+    for op in ops:
+        session.step(op, stop_at_violation)
+        if observe is not None:
+            observe(session.world)
+        if session.stopped:
             break
-    return RunResult(outcome, steps, world, shadow)
+    return session.result()
