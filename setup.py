@@ -10,7 +10,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-MODULES = ("bitmap", "ram_block_attributes", "iommu", "vfio")
+MODULES = ("bitmap", "ram_block_attributes", "iommu", "vfio", "planted")
 
 sanitize = os.environ.get("RIG_SANITIZE", "").strip()
 compile_args = ["-O2"]

@@ -172,6 +172,12 @@ def _cmd_minimize(args) -> int:
     return EXIT_OK
 
 
+def _cmd_fuzz(args) -> int:
+    from rig import campaign
+
+    return campaign.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rig", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gmem-rig {rig.__version__}")
@@ -217,6 +223,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-write", action="store_true",
                    help="print the minimized trace only (no 3/3 check, no file)")
     p.set_defaults(func=_cmd_minimize)
+    p = sub.add_parser("fuzz", help="the main job: a coverage-guided campaign over the fuzz "
+                       "harnesses (exit 2 on a finding)")
+    p.add_argument("--time", type=float, default=60.0,
+                   help="total time budget in seconds, split over the harnesses (default 60)")
+    p.add_argument("--harness", action="append",
+                   help="harness (repeatable; NAME:DESIGN fixes a world harness' design)")
+    p.add_argument("--design", help="design for the world harnesses (default hardened)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="libFuzzer -fork=N processes per harness (default 1)")
+    p.add_argument("--seed", type=int, default=1, help="libFuzzer -seed (default 1)")
+    p.add_argument("--native", choices=("fuzzer", "address", "undefined", "none"),
+                   default="fuzzer", help="instrumented core build (default fuzzer; none: "
+                   "plain gcc build, the core fuzzed blind)")
+    p.add_argument("--smoke", action="store_true",
+                   help="every harness for a fixed small number of runs with a fixed seed; "
+                   "the canaries must fail")
+    p.add_argument("--runs", type=int, help="with --smoke: runs per harness")
+    p.add_argument("--corpus-dir", default="corpora", help="corpora root (default corpora)")
+    p.add_argument("--artifacts", default="artifacts/fuzz",
+                   help="libFuzzer artifact folder (default artifacts/fuzz)")
+    p.add_argument("--no-minimize", action="store_true", help="keep raw findings only")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_fuzz)
     from rig import bench
 
     bench.add_parser(sub)

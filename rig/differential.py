@@ -31,6 +31,9 @@ ARM_ERRNOS = (-ENOMEM, -EFAULT, -EIO, -EBUSY, -EPERM, -ENOSPC)
 # IOVA base of the VFIO sections: a real x86 guest's RAM above 4 GiB.
 VFIO_IOVA_BASE = 0x100000000
 D_MEMLOCK_PAGES = 48
+# iommufd also charges RLIMIT_MEMLOCK; a limit keeps a fuzzed 2^52-page map from trying
+# to record 2^52 frames (an out-of-memory, not a finding).
+E_MEMLOCK_PAGES = 64
 D_IOVA_RANGES = ((0, 0xFEDFFFFF), (0xFEF00000, (1 << 64) - 1))  # the x86 MSI window is a hole
 
 
@@ -125,7 +128,7 @@ class _System:
             self.standalone = {
                 "D": ModelIommu("type1", 16, iova_ranges=D_IOVA_RANGES,
                                 memlock_limit=D_MEMLOCK_PAGES * 0x1000),
-                "E": ModelIommu("iommufd"),
+                "E": ModelIommu("iommufd", memlock_limit=E_MEMLOCK_PAGES * 0x1000),
             }
             self.bitmap = _ModelBitmap(BITMAP_BITS)
         else:
@@ -140,7 +143,7 @@ class _System:
             self.standalone = {
                 "D": b.VfioType1Container(16, iova_ranges=D_IOVA_RANGES,
                                           memlock_limit=D_MEMLOCK_PAGES * 0x1000),
-                "E": b.IommufdIoas(),
+                "E": b.IommufdIoas(memlock_limit=E_MEMLOCK_PAGES * 0x1000),
             }
             self.bitmap = b.Bitmap(BITMAP_BITS)
         self.listeners = {

@@ -1,71 +1,314 @@
-"""The fuzz harness registry: how each harness turns bytes into something to run.
+"""The fuzz harness registry (TigerBeetle's fuzzer registry): every harness's target,
+decoder and seeds, shared by the atheris scripts in fuzz/, ``rig fuzz``, ``rig replay``
+and the tests.
 
-World harnesses decode bytes into a trace with the one decoder (rig.decode), so every
-crash file prints as a trace and replays with ``rig replay --harness NAME FILE``.  A
-harness name may carry a fixed design after a colon: ``convert:qemu-10.1``.
+A harness turns bytes into a run and raises ``Finding`` when the run breaks an invariant
+(atheris reports any uncaught exception as a crash).  World harnesses decode bytes with
+the one decoder (rig.decode), so every crash file prints as a trace.  A harness name may
+carry a fixed design after a colon (``convert:qemu-10.1``); the default design of a world
+harness is the rig's own target, ``hardened``, so that the main campaign finds nothing
+unless something is wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import random
 from dataclasses import dataclass, replace
 
-from rig.decode import DecodeOptions, decode
-from rig.trace import Trace
+from rig.decode import DecodeOptions, Reader, decode
+from rig.trace import Trace, TraceError, parse, serialize
+
+#: The design world harnesses use unless the input or the caller picks one.
+DEFAULT_DESIGN = "hardened"
+
+
+class Finding(AssertionError):
+    """A harness found a broken invariant (or, for the canary, what it plants).
+    ``signature`` names the kind of finding ("violation stale-mapping"): a campaign
+    tells its harnesses which signatures it already has, so they stop re-reporting."""
+
+    def __init__(self, harness: str, summary: str, trace: Trace | None = None,
+                 signature: str | None = None):
+        super().__init__(f"[{harness}] {summary}")
+        self.harness = harness
+        self.summary = summary
+        self.trace = trace
+        self.signature = signature or summary
+
+
+def _known_signatures() -> frozenset:
+    """Signatures the running campaign already has (RIG_FUZZ_KNOWN: a file, one a line)."""
+    path = os.environ.get("RIG_FUZZ_KNOWN")
+    if not path or not os.path.exists(path):
+        return frozenset()
+    with open(path, encoding="utf-8") as f:
+        return frozenset(line.strip() for line in f if line.strip())
+
+
+KNOWN = _known_signatures()
+
+
+def report_violation(harness: str, outcome, trace) -> None:
+    """Raise a Finding for a violation outcome, unless the campaign already has it."""
+    if outcome.kind != "violation":
+        return
+    signature = f"violation {outcome.invariant}"
+    if signature in KNOWN:
+        return
+    raise Finding(harness, f"{signature} at op {outcome.op_index}: {outcome.detail}", trace,
+                  signature)
 
 
 @dataclass(frozen=True)
-class WorldHarness:
+class Harness:
     name: str
     doc: str
-    options: DecodeOptions
+    script: str                 # fuzz/<script>.py
+    expect_crash: bool = False  # the canary
+
+    def one_input(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def to_trace(self, data: bytes) -> Trace | None:
+        """The input as a trace, for reports and minimization (None: not a world run)."""
+        return None
+
+    def explain(self, data: bytes) -> list[str]:
+        """The input in text, for harnesses that do not decode to a trace."""
+        trace = self.to_trace(data)
+        return serialize(trace).splitlines() if trace is not None else [repr(data[:64])]
+
+    def seeds(self) -> list[bytes]:
+        """Deterministic seed inputs for an empty corpus."""
+        return [hashlib.sha256(f"{self.name}/{i}".encode()).digest() * (1 + i % 4)
+                for i in range(8)]
+
+    def for_design(self, design: str | None) -> "Harness":
+        return self
+
+
+# -- world harnesses --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorldHarness(Harness):
+    options: DecodeOptions = DecodeOptions()
 
     def to_trace(self, data: bytes) -> Trace:
         config, ops = decode(data, self.options)
         return Trace(config, ops, comments=[f"decoded from {len(data)} raw bytes by harness "
                                             f"{self.name}"])
 
-    def with_design(self, design: str) -> "WorldHarness":
-        return WorldHarness(f"{self.name.split(':')[0]}:{design}", self.doc,
-                            replace(self.options, design=design))
+    def one_input(self, data: bytes) -> None:
+        from rig.executor import Session
+
+        trace = self.to_trace(data)
+        session = Session(trace.config)
+        for o in trace.ops:
+            session.step(o)
+            if session.stopped:
+                break
+        report_violation(self.name, session.outcome, trace)
+
+    def for_design(self, design: str | None) -> "WorldHarness":
+        design = design or self.options.design or DEFAULT_DESIGN
+        base = self.name.split(":")[0]
+        return replace(self, name=f"{base}:{design}", options=replace(self.options, design=design))
 
 
-_BASE = {h.name: h for h in (
-    WorldHarness("convert", "a whole World, design chosen by the input, seeded faults "
-                 "(BUGGIFY) from the input bytes; oracle after every op",
-                 DecodeOptions(faults="seeded")),
-    WorldHarness("convert-explicit", "a whole World with explicit per-op fault properties "
-                 "decoded from the input (faults pinned to ops)",
-                 DecodeOptions(faults="explicit")),
-)}
+# -- core harnesses: the Cython core vs the twin vs the model -----------------------------
 
-DEFAULT = "convert"
+CORE_KINDS = None  # every kind of core op
+IOMMU_KINDS = ("map", "unmap", "translate")
+
+
+@dataclass(frozen=True)
+class CoreHarness(Harness):
+    kinds: tuple | None = None
+
+    def decode_ops(self, data: bytes):
+        from rig.differential import CoreConfig, random_op
+
+        r = Reader(data)
+        cfg = CoreConfig(nblocks=(8, 24, 67, 130)[r.below(4)],
+                         block_size=(0x1000, 0x2000)[r.below(2)],
+                         rollback=("none", "listeners", "full")[r.below(3)],
+                         iommu=("type1", "iommufd")[r.below(2)],
+                         dma_entry_limit=(2, 6, 12, 64)[r.below(4)])
+        ops = []
+        while not r.exhausted and len(ops) < 64:
+            candidate = random_op(r.below, cfg)
+            if self.kinds is None or candidate[0] in self.kinds:
+                ops.append(candidate)
+        return cfg, ops
+
+    def one_input(self, data: bytes) -> None:
+        from rig.differential import run
+
+        cfg, ops = self.decode_ops(data)
+        run(ops, cfg, _core_impls())  # raises DifferentialMismatch (an AssertionError)
+
+    def explain(self, data: bytes) -> list[str]:
+        cfg, ops = self.decode_ops(data)
+        return [f"# core config: {cfg}"] + [repr(o) for o in ops]
+
+
+def _core_impls() -> tuple:
+    try:
+        from rig.core import load_backend
+
+        load_backend("cy")
+        return ("cy", "pure", "model")
+    except ImportError:
+        return ("pure", "model")
+
+
+# -- trace text with an op-level mutator --------------------------------------------------
+
+@dataclass(frozen=True)
+class TextHarness(Harness):
+    design: str | None = None
+
+    def parse(self, data: bytes) -> Trace | None:
+        try:
+            trace = parse(data.decode("utf-8", "replace"), "<input>", strict=False)
+        except TraceError:
+            return None
+        design = self.design or DEFAULT_DESIGN
+        try:
+            trace.config = trace.config.with_(design=design).validate()
+        except ValueError:
+            return None
+        return trace
+
+    def to_trace(self, data: bytes) -> Trace | None:
+        return self.parse(data)
+
+    def one_input(self, data: bytes) -> None:
+        from rig.executor import run
+
+        trace = self.parse(data)
+        if trace is None or not trace.ops:
+            return
+        result = run(trace.config, trace.ops[:64])
+        report_violation(self.name, result.outcome, trace)
+
+    def for_design(self, design: str | None) -> "TextHarness":
+        design = design or self.design or DEFAULT_DESIGN
+        return replace(self, name=f"{self.name.split(':')[0]}:{design}", design=design)
+
+    def seeds(self) -> list[bytes]:
+        root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "corpora", "regressions")
+        out = []
+        if os.path.isdir(root):
+            for name in sorted(os.listdir(root)):
+                if name.endswith(".trace"):
+                    with open(os.path.join(root, name), "rb") as f:
+                        out.append(f.read())
+        return out or super().seeds()
+
+    def mutate(self, data: bytes, max_size: int, seed: int) -> bytes:
+        """Op-level mutation: insert, delete, swap or duplicate ops, change a size or an
+        offset, toggle a fault property or an interleaving."""
+        from rig.trace import mutate_trace
+
+        trace = self.parse(data)
+        if trace is None:
+            import atheris
+
+            return atheris.Mutate(data, max_size)
+        out = serialize(mutate_trace(trace, random.Random(seed))).encode()
+        return out[:max_size]
+
+
+# -- the canary: fails on purpose ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CanaryHarness(Harness):
+    def one_input(self, data: bytes) -> None:
+        # Reachable in a handful of mutations from any seed: the infrastructure must see
+        # and report this failure, or nothing it says about the real harnesses counts.
+        if len(data) >= 2 and data[0] == 0x42 and data[1] == 0x21:
+            raise Finding(self.name, "the canary sings (planted failure)")
+
+
+@dataclass(frozen=True)
+class NativeCanaryHarness(Harness):
+    def one_input(self, data: bytes) -> None:
+        if _planted().deep_branch(data):
+            raise Finding(self.name, "reached the planted deep branch of the core")
+
+
+def _planted():
+    import importlib
+    import os as _os
+
+    name = "pure" if _os.environ.get("RIG_PUREPYTHON", "") not in ("", "0") else "cy"
+    return importlib.import_module(f"rig.core.{name}.planted")
 
 
 class _Registry(dict):
-    """``WORLD_HARNESSES["convert:hardened"]`` works for every design."""
+    """``HARNESSES["convert:qemu-10.1"]`` works for every design."""
 
     def __contains__(self, name) -> bool:
         base, _, design = str(name).partition(":")
-        if base not in _BASE:
+        if not dict.__contains__(self, base):
             return False
-        if not design:
-            return True
-        from rig.world.designs import DESIGNS
+        if design:
+            from rig.world.designs import DESIGNS
 
-        return design in DESIGNS
+            return design in DESIGNS and hasattr(dict.__getitem__(self, base), "for_design") \
+                and not isinstance(dict.__getitem__(self, base), (CoreHarness, CanaryHarness))
+        return True
 
     def __getitem__(self, name):
         if name not in self:
             raise KeyError(name)
-        base, _, design = name.partition(":")
-        harness = _BASE[base]
-        return harness.with_design(design) if design else harness
-
-    def __iter__(self):
-        return iter(_BASE)
-
-    def __len__(self):
-        return len(_BASE)
+        base, _, design = str(name).partition(":")
+        harness = dict.__getitem__(self, base)
+        return harness.for_design(design) if design else harness
 
 
-WORLD_HARNESSES = _Registry()
+HARNESSES = _Registry((h.name, h) for h in (
+    CoreHarness("core_differential", "random op streams on RamBlockAttributes, listeners, "
+                "the VFIO listener and both IOMMU backends: Cython vs twin vs model",
+                "core_differential"),
+    CoreHarness("iommu", "type1 and iommufd map/unmap/translate streams under small "
+                "dma_entry_limit and memlock limits, vs the model", "iommu",
+                kinds=IOMMU_KINDS),
+    WorldHarness("convert", "a whole World with seeded faults from the input bytes; the "
+                 "oracle after every op", "convert", options=DecodeOptions(faults="seeded")),
+    WorldHarness("convert_explicit", "a whole World with explicit per-op fault properties "
+                 "decoded from the input", "convert_explicit",
+                 options=DecodeOptions(faults="explicit")),
+    TextHarness("trace_text", "trace text mutated at the op level, seeded from "
+                "corpora/regressions/, run against the target design", "trace_text"),
+    # A slot: rig.stateful (imported at the end of this module) puts its
+    # StateMachineHarness here, keeping this name, doc and script.
+    Harness("statemachine", "the hypothesis state machine over the World "
+            "(rig.stateful) through fuzz_one_input", "statemachine"),
+    CanaryHarness("canary", "fails on purpose: proves failures are reported", "canary",
+                  expect_crash=True),
+    NativeCanaryHarness("native_canary", "a planted deep branch in the Cython core: found "
+                        "with the instrumented build, not with the plain one",
+                        "native_canary", expect_crash=True),
+))
+
+#: The harnesses whose inputs decode to world traces (rig replay / rig minimize).
+WORLD_HARNESSES = ("convert", "convert_explicit", "trace_text")
+DEFAULT = "convert"
+
+
+def harness_for(name: str, design: str | None = None) -> Harness:
+    harness = HARNESSES[name]
+    if design and ":" not in name:
+        harness = harness.for_design(design)
+    return harness
+
+
+# rig.stateful defines the statemachine harness; it subclasses Harness, so it imports this
+# module and cannot be imported above.  Importing it fills HARNESSES["statemachine"] (it
+# does the same when it is the module imported first).  It does not import hypothesis.
+import rig.stateful  # noqa: E402,F401

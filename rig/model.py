@@ -110,33 +110,30 @@ class ModelRamBlockAttributes:
             done.append(b)
         return 0
 
-    def runs(self, shared: bool) -> list[tuple[int, int]]:
-        """Maximal runs of shared (or private) blocks as (first_block, nblocks)."""
-        out = []
-        b = 0
-        n = self.region_size // self.block_size
-        while b < n:
-            if (b in self.shared) == shared:
-                first = b
-                while b < n and (b in self.shared) == shared:
-                    b += 1
-                out.append((first, b - first))
-            else:
-                b += 1
-        return out
-
     def for_each(self, section, shared: bool, fn) -> int:
+        """Walk runs of shared (or private) blocks from the section's first block, as QEMU
+        does: each run is found on the *live* state (a listener may convert blocks while
+        it is told), and the next search starts two blocks after the run's last block,
+        the one after it having been seen in the other state."""
         bs = self.block_size
-        for first, n in self.runs(shared):
-            if first + n <= section[0] // bs:
-                continue  # runs before the section's first block are not walked
-            part = intersect(MemoryRegionSection(*section), first * bs, n * bs)
+        n = self.region_size // bs
+        b = section[0] // bs
+        while True:
+            while b < n and (b in self.shared) != shared:
+                b += 1
+            if b >= n:
+                return 0
+            first = b
+            while b < n and (b in self.shared) == shared:
+                b += 1
+            last = b - 1
+            part = intersect(MemoryRegionSection(*section), first * bs, (last - first + 1) * bs)
             if part is None:
                 return 0
             ret = fn(part)
             if ret:
                 return ret
-        return 0
+            b = last + 2
 
     def register_listener(self, rdl, section) -> int:
         if any(r is rdl for r, _ in self.entries):

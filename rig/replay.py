@@ -40,10 +40,13 @@ def load_input(path: str, harness: str | None = None, strict: bool = True) -> Lo
             raise TraceError(path, 1, "not UTF-8 text") from None
         return Loaded(parse(text, path, strict), "trace")
     name = harness or harnesses.DEFAULT
-    if name not in harnesses.WORLD_HARNESSES:
+    if name.split(":")[0] not in harnesses.WORLD_HARNESSES or name not in harnesses.HARNESSES:
         raise TraceError(path, 0, f"harness {name!r} does not decode to a trace "
-                         f"(one of {', '.join(harnesses.WORLD_HARNESSES)})")
-    trace = harnesses.WORLD_HARNESSES[name].to_trace(data)
+                         f"(one of {', '.join(harnesses.WORLD_HARNESSES)}, optionally "
+                         f"NAME:DESIGN)")
+    trace = harnesses.HARNESSES[name].to_trace(data)
+    if trace is None:
+        raise TraceError(path, 0, f"harness {name}: the input is not a trace")
     return Loaded(trace, "raw", name)
 
 

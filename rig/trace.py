@@ -391,3 +391,61 @@ def load(path: str, strict: bool = True) -> Trace:
 
 def is_trace(data: bytes) -> bool:
     return data.lstrip().startswith(MAGIC.encode())
+
+
+# -- op-level mutation (the trace_text fuzz harness) -----------------------------------------
+
+def mutate_trace(trace: Trace, rng) -> Trace:
+    """One structured mutation: insert, delete, swap or duplicate ops, change a size or an
+    offset, toggle a fault property or an interleaving.  Deterministic for a given rng."""
+    from rig.faults import SITES
+
+    ops = list(trace.ops)
+    bs = trace.config.block_size
+    ram = trace.config.ram
+    choice = rng.randrange(7)
+    if not ops or choice == 0:  # insert a conversion or a touch
+        block = ram[rng.randrange(len(ram))]
+        gpa = block.gpa + rng.randrange(max(1, block.size // bs)) * bs
+        new = (Op("kvm_convert_memory", (gpa, bs * (1 + rng.randrange(4)), bool(rng.randrange(2))))
+               if rng.randrange(3) else Op("guest_touch", (gpa,)))
+        ops.insert(rng.randrange(len(ops) + 1), new)
+    elif choice == 1 and len(ops) > 1:
+        del ops[rng.randrange(len(ops))]
+    elif choice == 2 and len(ops) > 1:
+        i, j = rng.randrange(len(ops)), rng.randrange(len(ops))
+        ops[i], ops[j] = ops[j], ops[i]
+    elif choice == 3:
+        i = rng.randrange(len(ops))
+        ops.insert(i, ops[i])
+    elif choice == 4:  # change a size or an offset
+        i = rng.randrange(len(ops))
+        o = ops[i]
+        spec = OPS[o.name]
+        ints = [k for k, a in enumerate(spec.args) if a.kind == "int"]
+        if ints:
+            k = ints[rng.randrange(len(ints))]
+            delta = bs * rng.choice((-2, -1, 1, 2))
+            value = max(0, o.args[k] + delta)
+            ops[i] = Op(o.name, o.args[:k] + (value,) + o.args[k + 1:], o.props)
+    elif choice == 5:  # toggle a fault property
+        i = rng.randrange(len(ops))
+        o = ops[i]
+        if o.prop("fault"):
+            ops[i] = o.with_props(fault=None)
+        else:
+            site = SITES[rng.choice(sorted(SITES))]
+            errno = -site.errnos[rng.randrange(len(site.errnos))]
+            partial = rng.randrange(3) if site.partial else None
+            ops[i] = o.with_props(fault=(FaultSpec(site.name, errno, 1 + rng.randrange(2), partial),))
+    else:  # toggle an interleaving
+        i = rng.randrange(len(ops))
+        o = ops[i]
+        if o.prop("interleave"):
+            ops[i] = o.with_props(interleave=None)
+        else:
+            block = ram[rng.randrange(len(ram))]
+            gpa = block.gpa + rng.randrange(max(1, block.size // bs)) * bs
+            nested = Op("kvm_convert_memory", (gpa, bs, bool(rng.randrange(2))))
+            ops[i] = o.with_props(interleave=(1 + rng.randrange(3), nested))
+    return Trace(trace.config, ops, trace.expect, trace.comments)
