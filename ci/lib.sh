@@ -27,9 +27,15 @@ ensure_system_packages() {
     fi
 }
 
+# Optional packages (clang for the native-coverage build): installed when root, else a
+# warning; what needs them falls back or skips, and says so.
+want_system_packages() {
+    ensure_system_packages "$@" || log "continuing without: $* (see the warnings below)"
+}
+
 # .venv with the package installed editable; rebuilt when a build input changed.
 ensure_venv() {
-    local extras="${1:-test}"
+    local extras="${1:-test,fuzz}"
     if [ ! -x "$PY" ]; then
         log "creating $VENV"
         python3 -m venv "$VENV"

@@ -28,6 +28,9 @@ def TestOneInput(data: bytes) -> None:
 
 if __name__ == "__main__":
     # argv[0] must re-execute this script: -merge, -fork and -minimize_crash rely on it.
-    atheris.Setup([sys.executable + " " + os.path.abspath(__file__)] + sys.argv[1:],
+    # A PyInstaller bundle (OSS-Fuzz's compile_python_fuzzer) re-executes itself.
+    argv = sys.argv if getattr(sys, "frozen", False) else \
+        [sys.executable + " " + os.path.abspath(__file__)] + sys.argv[1:]
+    atheris.Setup(argv,
                   TestOneInput)
     atheris.Fuzz()

@@ -59,14 +59,16 @@ class HarnessRun:
     seconds: float = 0.0
     exit_codes: list = field(default_factory=list)
     findings: list = field(default_factory=list)
+    merged: int = 0
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def corpus_dirs(root: Path, harness: str) -> list[str]:
-    """The harness' corpus (created and seeded when empty), then read-only extras."""
+def corpus_dirs(root: Path, harness: str, scratch: Path | None = None) -> list[str]:
+    """Where libFuzzer writes new inputs (``scratch``, merged later), then the harness'
+    corpus (created and seeded when empty), then read-only extras."""
     base = harness.split(":")[0]
     main = root / base
     main.mkdir(parents=True, exist_ok=True)
@@ -74,9 +76,35 @@ def corpus_dirs(root: Path, harness: str) -> list[str]:
         for i, seed in enumerate(harnesses.HARNESSES[base].seeds()):
             (main / f"seed-{i:02d}").write_bytes(seed)
     dirs = [str(main)]
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        dirs.insert(0, str(scratch))
     if base == "trace_text" and (root / "regressions").is_dir():
         dirs.append(str(root / "regressions"))
     return dirs
+
+
+def merge(name: str, script: Path, env: dict, corpus_root: Path, scratch: Path,
+          art_dir: Path, known_file: Path) -> int:
+    """libFuzzer -merge=1: move the scratch inputs that add coverage into the corpus.
+    Known signatures are passed on so inputs that hit a known finding do not crash the
+    merge over and over.  Returns how many files the corpus gained."""
+    main = corpus_root / name.split(":")[0]
+    if not scratch.is_dir() or not any(scratch.iterdir()):
+        return 0
+    before = len(list(main.iterdir()))
+    proc_env = dict(os.environ, **env, RIG_FUZZ_KNOWN=str(known_file))
+    if ":" in name:
+        proc_env["RIG_FUZZ_DESIGN"] = name.split(":", 1)[1]
+    try:
+        subprocess.run([sys.executable, str(script), "-merge=1", "-timeout=20",
+                        f"-artifact_prefix={art_dir}/merge-", str(main), str(scratch)],
+                       cwd=ROOT, env=proc_env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=300)
+    except subprocess.TimeoutExpired:
+        _log(f"{name}: corpus merge timed out; the new inputs stay in {scratch}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return len(list(main.iterdir())) - before
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -204,6 +232,9 @@ def run_harness(name: str, seconds: float, seed: int, env: dict, build: str, job
         # already known, until the time is used.  A smoke run is one fixed -runs pass.
         if runs is not None or not new or attempt >= RESTARTS_MAX:
             break
+    if runs is None:
+        run.merged = merge(name, script, env, corpus_root, art_dir / "new-inputs", art_dir,
+                           known_file)
     run.seconds = time.monotonic() - start
     if run.runs and run.seconds and not run.execs_per_s:
         run.execs_per_s = int(run.runs / run.seconds)
@@ -224,7 +255,7 @@ def _run_once(run, script, name, art_dir, known_file, seed, remaining, runs, job
             args += [f"-fork={jobs}", "-ignore_crashes=1", "-ignore_timeouts=1",
                      "-ignore_ooms=1"]
     args += list(extra or [])
-    args += corpus_dirs(corpus_root, name)
+    args += corpus_dirs(corpus_root, name, art_dir / "new-inputs" if runs is None else None)
     proc_env = dict(os.environ, **env, RIG_FUZZ_KNOWN=str(known_file))
     if ":" in name:
         proc_env["RIG_FUZZ_DESIGN"] = name.split(":", 1)[1]
@@ -268,15 +299,16 @@ def resolve(names, design: str | None) -> list[str]:
 
 def summary_table(runs: list[HarnessRun]) -> list[str]:
     lines = [f"{'harness':<26} {'build':<14} {'runs':>9} {'exec/s':>7} {'cov':>6} "
-             f"{'corpus':>6} {'findings':>8}"]
+             f"{'corpus':>6} {'merged':>6} {'findings':>8}"]
     for r in runs:
         lines.append(f"{r.name:<26} {r.build:<14} {r.runs:>9} {r.execs_per_s:>7} {r.cov:>6} "
-                     f"{r.corpus:>6} {len(r.findings):>8}")
+                     f"{r.corpus:>6} {r.merged:>6} {len(r.findings):>8}")
     return lines
 
 
 def main(args) -> int:
-    from rig.cli import EXIT_FINDING, EXIT_INTERNAL, EXIT_OK, UsageError
+    from rig.cli import EXIT_FINDING, EXIT_INTERNAL, EXIT_OK
+    from rig.errors import UsageError
 
     if args.time <= 0:
         raise UsageError("--time must be > 0 seconds")

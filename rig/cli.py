@@ -11,15 +11,12 @@ import sys
 import traceback
 
 import rig
+from rig.errors import UsageError
 
 EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_FINDING = 2
 EXIT_INTERNAL = 3
-
-
-class UsageError(Exception):
-    """Bad flags or input: printed as one line, exit 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,6 +121,11 @@ def _cmd_replay(args) -> int:
         except TraceError as exc:
             print(f"rig replay: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        if loaded.trace is None:
+            code, lines = replay.replay_raw(loaded, path)
+            worst = max(worst, code)
+            print("\n".join(lines) if not args.quiet else f"{path}: {lines[-1]}")
+            continue
         result, lines, deltas = replay.replay(loaded, path, args.backend, not args.no_differential)
         code = replay.exit_code(loaded, result)
         worst = max(worst, code)
@@ -151,6 +153,9 @@ def _cmd_minimize(args) -> int:
     except TraceError as exc:
         print(f"rig minimize: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if loaded.trace is None:
+        raise UsageError(f"{args.file}: harness {loaded.harness} does not decode to a trace: "
+                         "nothing to minimize (rig replay shows it)")
     try:
         m = minimize.Minimizer(loaded.trace, args.backend, log=lambda msg: print(f"  {msg}"))
     except ValueError as exc:

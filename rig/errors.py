@@ -25,6 +25,10 @@ ENOSPC = _errno.ENOSPC
 EOVERFLOW = _errno.EOVERFLOW
 
 
+class UsageError(Exception):
+    """Bad flags or input: printed as one line by the CLI, exit 1."""
+
+
 class RigError(Exception):
     """Base class of every error the rig raises for a negative errno."""
 

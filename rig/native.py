@@ -14,6 +14,7 @@ Modes: ``fuzzer`` (coverage only; the ubsan runtime is the fast preload), ``addr
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import os
@@ -57,10 +58,18 @@ def ensure_build(mode: str = "fuzzer", log=print) -> Path:
     if shutil.which("clang") is None:
         raise NativeUnavailable(f"clang not found: {INSTALL_HINT}")
     out = build_dir(mode)
+    out.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers may ask at once: one builds, the others wait for it.
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(mode, out, log)
+
+
+def _build_locked(mode: str, out: Path, log) -> Path:
     stamp_file = out / ".stamp"
     stamp = _stamp(mode)
     built = glob.glob(str(module_dir(mode) / "*.so"))
-    if len(built) >= 4 and stamp_file.exists() and stamp_file.read_text() == stamp:
+    if len(built) >= 5 and stamp_file.exists() and stamp_file.read_text() == stamp:
         return module_dir(mode)
     log(f"building the instrumented core (RIG_SANITIZE={mode}, clang) in {out}")
     env = dict(os.environ, RIG_SANITIZE=mode, CC="clang", LDSHARED="clang -shared")
