@@ -60,6 +60,7 @@ class HarnessRun:
     exit_codes: list = field(default_factory=list)
     findings: list = field(default_factory=list)
     merged: int = 0
+    first_finding_s: float | None = None  # seconds from the harness' start
 
 
 def _log(message: str) -> None:
@@ -223,6 +224,8 @@ def run_harness(name: str, seconds: float, seed: int, env: dict, build: str, job
         new = _run_once(run, script, name, art_dir, known_file, seed + attempt, remaining,
                         runs, jobs, env, corpus_root, extra, progress, start, seconds)
         if new:
+            if run.first_finding_s is None:
+                run.first_finding_s = round(time.monotonic() - start, 1)
             found = process_artifacts(name, new, crashes, minimize_traces)
             run.findings += found
             known += [f.signature for f in found if f.signature]
@@ -360,6 +363,9 @@ def main(args) -> int:
     else:
         print()
         print("\n".join(summary_table(results)))
+        for r in results:
+            if r.first_finding_s is not None:
+                print(f"{r.name}: first finding after {r.first_finding_s:.1f} s")
         for f in findings:
             tag = " (expected: canary)" if f.harness in expected else ""
             print(f"finding [{f.harness}] {f.kind}{tag}: {f.summary}")
