@@ -17,6 +17,13 @@ import os
 import random
 from dataclasses import dataclass, replace
 
+# Everything a harness runs is imported here, at module level: the fuzz scripts import
+# this module under atheris.instrument_imports(), and a module first imported later (a
+# lazy import inside one_input) would run uninstrumented, giving libFuzzer no feedback.
+import rig.differential  # noqa: F401
+import rig.executor  # noqa: F401
+import rig.model  # noqa: F401
+import rig.oracle  # noqa: F401
 from rig.decode import DecodeOptions, Reader, decode
 from rig.trace import Trace, TraceError, parse, serialize
 

@@ -333,6 +333,11 @@ class World:
         nested = pending["op"]
         result = self.dispatch(nested)
         self.event("interleave", pending["at"], nested, result)
+        if (nested.name == "kvm_convert_memory" and isinstance(result, int) and result < 0
+                and self.design.stops_vm and self.vm_stopped is None):
+            # The racing vCPU's conversion failed: QEMU stops the VM there too.
+            self.vm_stopped = result
+            self.event("vm_stop", result)
 
     # -- the KVM and host edges (shared by every design) --------------------------------
     def kvm_set_memory_attributes(self, start: int, size: int, private: bool) -> int:

@@ -385,3 +385,14 @@ def test_replay_walks_the_live_bitmap_like_qemu(backend):
     calls = [(c[2], c[3][:2]) for c in result.world.listener_log]
     assert calls == [("populate", (0x0, BS)), ("populate", (0x4000, 0x3000)),
                      ("populate", (0x4000, 0x3000))]
+
+
+def test_failed_interleaved_conversion_stops_the_vm(backend):
+    """A racing vCPU's conversion that fails stops the VM on QEMU designs, as a failed
+    top-level conversion does (found by the state-machine harness's author)."""
+    conv = op("kvm_convert_memory", 0x2800, BS, SHARED)  # unaligned: -EINVAL
+    ops = [op("vfio_register", 0, 0, 0x10000, interleave=(1, conv)), op("guest_touch", 0)]
+    result = run(WorldConfig(design="qemu-10.1"), ops, backend)
+    assert (result.outcome.kind, result.outcome.errno) == ("vm_stopped", -EINVAL)
+    assert len(result.steps) == 1
+    assert run(WorldConfig(design="hardened"), ops, backend).outcome.kind == "ok"
