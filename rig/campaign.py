@@ -29,6 +29,8 @@ STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+)(?: ft: \d+)? corp: (\d+)/\S+.
 FORK_STATUS = re.compile(r"^#(\d+): cov: (\d+) ft: \d+ corp: (\d+) exec/s:? (\d+)")
 SMOKE_RUNS = {"canary": 20000, "native_canary": 300000}
 SMOKE_RUNS_DEFAULT = 1500
+#: Seconds a harness slot keeps back for interpreter start-up and the corpus merge.
+OVERHEAD_S = 3.0
 #: Restarts of one harness after findings within its time slot.
 RESTARTS_MAX = 12
 
@@ -338,16 +340,19 @@ def main(args) -> int:
     env, build = native.prepare(mode, _log)
     progress = Progress()
     results = []
-    per = args.time / max(1, len(names))
-    for name in names:
+    # The budget is wall-clock for the whole campaign: each harness gets an equal share
+    # of what is left, less what starting Python, merging and minimizing usually take.
+    deadline = time.monotonic() + args.time
+    for i, name in enumerate(names):
         base = name.split(":")[0]
         if base == "native_canary" and build == "plain":
             _log("skipping native_canary: it needs the instrumented build")
             continue
         runs = SMOKE_RUNS.get(base, args.runs or SMOKE_RUNS_DEFAULT) if args.smoke else None
-        results.append(run_harness(name, per, seed, env, build, args.jobs, corpus_root,
-                                   artifacts, crashes, progress, runs=runs,
-                                   minimize_traces=not args.no_minimize))
+        share = (deadline - time.monotonic()) / (len(names) - i)
+        results.append(run_harness(name, max(1.0, share - OVERHEAD_S), seed, env, build,
+                                   args.jobs, corpus_root, artifacts, crashes, progress,
+                                   runs=runs, minimize_traces=not args.no_minimize))
     findings = [f for r in results for f in r.findings]
     expected = {r.name for r in results if harnesses.harness_for(r.name).expect_crash}
     real = [f for f in findings if f.harness not in expected]
