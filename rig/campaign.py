@@ -148,35 +148,38 @@ def process_artifacts(harness: str, paths: list, crashes: Path, minimize_traces:
     h = harnesses.harness_for(harness)
     kept = [(path.name.split("-")[0], keep_raw(harness, path, crashes)) for path in paths]
     groups: dict = {}
+    counts: dict = {}
     for kind, raw in kept:
         data = raw.read_bytes()
         key = (kind, signature(h, data) if kind == "crash" else kind)
+        counts[key] = counts.get(key, 0) + 1
         if key not in groups or len(data) < len(groups[key][1]):
             groups[key] = (raw, data)
     findings = []
     for (kind, sig), (raw, data) in sorted(groups.items()):
-        finding = Finding(harness, kind, _rel(raw), summary=sig, signature=sig)
-        count = sum(1 for k, r in kept if (k, signature(h, r.read_bytes()) if k == "crash" else k) == (kind, sig)) \
-            if len(kept) <= 50 else None
-        if count:
-            finding.summary += f" ({count} input{'s' if count > 1 else ''})"
-        trace = None
+        n = counts[(kind, sig)]
+        finding = Finding(harness, kind, _rel(raw), signature=sig,
+                          summary=f"{sig} ({n} input{'s' if n > 1 else ''})")
+        findings.append(finding)
+        if kind != "crash" or not minimize_traces:
+            continue
+        # The raw file is safe already; whatever goes wrong from here is reported on the
+        # finding and does not stop the campaign.
         try:
             trace = h.to_trace(data)
-        except Exception as exc:  # noqa: BLE001 - keep the raw finding whatever happens
-            finding.summary += f" (could not decode: {exc})"
-        if trace is not None and kind == "crash" and minimize_traces:
+            if trace is None:
+                continue
             from rig import minimize
 
-            try:
-                m = minimize.Minimizer(trace)
-                m.minimize()
-                small = minimize.finalize(m, len(trace.ops))
-                out, _ = minimize.write(small, str(crashes))
-                finding.trace = _rel(out)
-            except ValueError:
-                finding.summary += " (the decoded trace does not fail: flaky?)"
-        findings.append(finding)
+            m = minimize.Minimizer(trace)
+            m.minimize()
+            small = minimize.finalize(m, len(trace.ops))
+            out, _ = minimize.write(small, str(crashes))
+            finding.trace = _rel(out)
+        except ValueError:
+            finding.summary += " (the decoded trace does not fail in-process: flaky?)"
+        except Exception as exc:  # noqa: BLE001 - a bug of the rig's own post-processing
+            finding.summary += f" (post-processing failed: {type(exc).__name__}: {exc})"
     return findings
 
 
@@ -221,8 +224,8 @@ def run_harness(name: str, seconds: float, seed: int, env: dict, build: str, job
     attempt = 0
     while True:
         remaining = seconds - (time.monotonic() - start)
-        if runs is None and remaining < 1:
-            break
+        if runs is None and remaining < 1 and attempt:
+            break  # (the first run always happens, for at least a second)
         new = _run_once(run, script, name, art_dir, known_file, seed + attempt, remaining,
                         runs, jobs, env, corpus_root, extra, progress, start, seconds)
         if new:

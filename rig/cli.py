@@ -124,7 +124,11 @@ def _cmd_replay(args) -> int:
         if loaded.trace is None:
             code, lines = replay.replay_raw(loaded, path)
             worst = max(worst, code)
-            print("\n".join(lines) if not args.quiet else f"{path}: {lines[-1]}")
+            if args.json:
+                reports.append({"path": path, "source": "raw", "harness": loaded.harness,
+                                "report": lines, "finding": code == 2})
+            else:
+                print("\n".join(lines) if not args.quiet else f"{path}: {lines[-1]}")
             continue
         result, lines, deltas = replay.replay(loaded, path, args.backend, not args.no_differential)
         code = replay.exit_code(loaded, result)
@@ -137,7 +141,7 @@ def _cmd_replay(args) -> int:
                 print()
         else:
             print(f"{path}: {replay.describe(result)}")
-    if args.json:
+    if args.json and reports:
         print(json.dumps(reports if len(reports) > 1 else reports[0], indent=1))
     return worst
 

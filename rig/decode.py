@@ -26,6 +26,8 @@ LAYOUTS = (
     (RamSpec(0x0, 0x8000), RamSpec(0x8000, 0x8000)),        # two adjacent blocks
     (RamSpec(0x0, 0x40000),),
 )
+#: hugetlb shared memory needs 2 MiB-aligned blocks: two huge pages.
+HUGETLB_LAYOUT = (RamSpec(0x0, 0x400000),)
 LIMITS = (65535, 4, 8, 16)
 BLOCK_SIZES = (0x1000, 0x1000, 0x1000, 0x2000)
 KINDS = ("kvm_convert_memory", "guest_touch", "device_dma", "vfio_register",
@@ -79,7 +81,9 @@ def decode(data: bytes, options: DecodeOptions = DecodeOptions()) -> tuple[World
     designs = tuple(DESIGNS)
     design = options.design or designs[r.below(len(designs))]
     layout = LAYOUTS[r.below(len(LAYOUTS))]
-    hugetlb = r.chance(1, 16) and all(b.size % 0x200000 == 0 for b in layout)
+    hugetlb = r.chance(1, 16)
+    if hugetlb:
+        layout = HUGETLB_LAYOUT
     cfg = WorldConfig(
         design=design,
         iommu=("type1", "iommufd")[r.below(2)],

@@ -47,6 +47,8 @@ class ModelRamBlockAttributes:
         return list(range(offset // self.block_size, (offset + size) // self.block_size))
 
     def is_populated(self, section) -> bool:
+        if not self.is_valid_range(section[0], section[1]):
+            return False
         return all(b in self.shared for b in self.blocks(section[0], section[1]))
 
     def notify_populate(self, offset: int, size: int) -> int:
@@ -84,9 +86,11 @@ class ModelRamBlockAttributes:
                 self.shared -= set(blocks)
                 self.notify_discard(offset, size)
                 return 0
-            for b in shared_now:
-                self.shared.discard(b)
-                self.notify_discard(b * bs, bs)
+            # Block by block, on the live state: a listener may convert blocks meanwhile.
+            for b in blocks:
+                if b in self.shared:
+                    self.shared.discard(b)
+                    self.notify_discard(b * bs, bs)
             return 0
         if not private_now:
             return 0
@@ -97,7 +101,9 @@ class ModelRamBlockAttributes:
                 self.shared -= set(blocks)
             return ret
         done = []
-        for b in private_now:
+        for b in blocks:
+            if b in self.shared:
+                continue
             self.shared.add(b)
             ret = self.notify_populate(b * bs, bs)
             if ret:
@@ -136,7 +142,7 @@ class ModelRamBlockAttributes:
             b = last + 2
 
     def register_listener(self, rdl, section) -> int:
-        if any(r is rdl for r, _ in self.entries):
+        if any(r is rdl for r, _ in self.entries) or getattr(rdl, "section", None) is not None:
             return -EINVAL
         if not self.is_valid_range(section[0], section[1]):
             return -EINVAL

@@ -100,6 +100,11 @@ def _check_container(world, container, inplace):
                 now = f"#{current.id}" if current is not None else "a hole"
                 stale.append(f"iova 0x{gpa:x} -> {_frame_desc(world, frame_id)}, "
                              f"page backed by {now}")
+            elif not inplace and not world.design.maps_private and world.kvm.is_private(gpa):
+                # The frame still backs the shared side, but the guest made the page
+                # private: device DMA lands where the guest no longer looks.
+                stale.append(f"iova 0x{gpa:x} -> {_frame_desc(world, frame_id)}, "
+                             f"page is private")
             frame = world.frames.frames.get(frame_id)
             if (frame is not None and frame.file is block.gmem
                     and world.kvm.is_private(gpa)):

@@ -24,9 +24,7 @@ from rig.ops import OPS, Op
 from rig.world.config import CONFIG_FIELDS, WorldConfig, parse_ram
 
 MAGIC = "# gmem-rig trace v1"
-INVARIANT_NAMES = ("stale-mapping", "private-dma", "pin-leak", "data-integrity",
-                   "shared-unmapped", "attr-agree", "atomic-failure", "dma-accounting",
-                   "double-backing", "differential")
+from rig.oracle import INVARIANTS as INVARIANT_NAMES  # noqa: E402
 _KV = re.compile(r"^[a-z_]+=\S*$")
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 

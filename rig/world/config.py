@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields, replace
 
 PAGE_SIZE = 0x1000
 U64 = 1 << 64
+RAM_MAX = 1 << 32
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,12 @@ class RamSpec:
     @classmethod
     def parse(cls, text: str) -> "RamSpec":
         gpa, _, size = text.partition("+")
-        if not size:
-            raise ValueError(f"ram block {text!r}: expected GPA+SIZE (e.g. 0x0+0x10000)")
-        return cls(int(gpa, 0), int(size, 0))
+        try:
+            if not size:
+                raise ValueError
+            return cls(int(gpa, 0), int(size, 0))
+        except ValueError:
+            raise ValueError(f"ram: block {text!r} is not GPA+SIZE (e.g. 0x0+0x10000)") from None
 
 
 def parse_ram(text: str) -> tuple[RamSpec, ...]:
@@ -70,7 +74,7 @@ class WorldConfig:
         if self.iommu not in ("type1", "iommufd"):
             bad("iommu", f"{self.iommu!r} is not type1 or iommufd")
         if not 0 <= self.dma_entry_limit < U64:
-            bad("dma_entry_limit", "must be >= 0")
+            bad("dma_entry_limit", "must be within 0..2^64-1")
         if self.max_memslots < 0:
             bad("max_memslots", "must be >= 0")
         if self.memlock_limit is not None and self.memlock_limit < 0:
@@ -95,6 +99,9 @@ class WorldConfig:
             if r.gpa + r.size > U64:
                 bad("ram", f"block {i} ({r}) ends past 2^64")
             last_end = r.gpa + r.size
+        if sum(r.size for r in self.ram) > RAM_MAX:
+            bad("ram", f"at most 0x{RAM_MAX:x} bytes of RAM in all (the world keeps "
+                "per-page state in Python)")
         if self.faults not in ("explicit", "fail_nth", "seeded"):
             bad("faults", f"{self.faults!r} is not explicit, fail_nth or seeded")
         if self.faults == "fail_nth" and self.fail_nth < 1:

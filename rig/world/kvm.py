@@ -7,11 +7,14 @@ its RAM private at start.
 
 from __future__ import annotations
 
-from rig.errors import EAGAIN, EINVAL
+from rig.errors import EAGAIN, EINVAL, ENOMEM
 
 KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3
 PAGE_SIZE = 0x1000
 U64 = 1 << 64
+#: The rig answers -ENOMEM for one call over this many bytes (64 GiB), as KVM's up-front
+#: xa_reserve() would fail for a gigantic range; it also keeps the model's loops bounded.
+ATTRIBUTES_MAX = 1 << 36
 
 
 class Kvm:
@@ -44,6 +47,8 @@ class Kvm:
         ret = self.check_range(start, size)
         if ret:
             return ret
+        if size > ATTRIBUTES_MAX:
+            return -ENOMEM  # xa_reserve() of that many entries fails
         gfns = range(start // PAGE_SIZE, (start + size) // PAGE_SIZE)
         if all((g in self.private) == private for g in gfns):
             return 0

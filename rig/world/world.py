@@ -19,7 +19,7 @@ from rig.errors import EBUSY, EFAULT, EINVAL, ENOENT, ENOMEM
 from rig.faults import FaultPlan, Injected, make_plan
 from rig.world.config import WorldConfig
 from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile
-from rig.world.kvm import Kvm
+from rig.world.kvm import ATTRIBUTES_MAX, Kvm
 
 HOST_VADDR_BASE = 0x7F0000000000
 HOST_VADDR_STRIDE = 0x10000000000  # 1 TiB between blocks
@@ -346,6 +346,8 @@ class World:
         ret = self.kvm.check_range(start, size)
         if ret:
             return ret
+        if size > ATTRIBUTES_MAX:
+            return -ENOMEM
         gfns = range(start // PAGE_SIZE, (start + size) // PAGE_SIZE)
         if all((g in self.kvm.private) == private for g in gfns):
             return 0
@@ -504,6 +506,10 @@ class World:
         faults = 0
         first = iova // PAGE_SIZE * PAGE_SIZE
         for page in range(first, iova + size, PAGE_SIZE):
+            if page >= 1 << 64:  # past the top of the IOVA space: nothing can map it
+                faults += 1
+                self.event("iommu_fault", page, -EFAULT)
+                continue
             frame_id = device.container.translate(page, write)
             if frame_id < 0:
                 faults += 1

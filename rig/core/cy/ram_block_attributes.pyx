@@ -198,13 +198,20 @@ cdef class RamBlockAttributes:
         return self.c_is_valid_range(offset, size)
 
     def is_range_populated(self, uint64_t offset, uint64_t size):
+        if not self.c_is_valid_range(offset, size):
+            raise ValueError(f"0x{offset:x}+0x{size:x} is not a valid range of the region")
         return self.c_is_range_populated(offset, size)
 
     def is_range_discarded(self, uint64_t offset, uint64_t size):
+        if not self.c_is_valid_range(offset, size):
+            raise ValueError(f"0x{offset:x}+0x{size:x} is not a valid range of the region")
         return self.c_is_range_discarded(offset, size)
 
     def is_populated(self, section):
-        """ram_block_attributes_rdm_is_populated(): no discarded block in the section."""
+        """ram_block_attributes_rdm_is_populated(): no discarded block in the section
+        (False for a section that is not a valid range: QEMU asserts)."""
+        if not self.c_is_valid_range(section[0], section[1]):
+            return False
         return self.c_is_range_populated(section[0], section[1])
 
     # -- notification --------------------------------------------------------------------

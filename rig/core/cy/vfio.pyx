@@ -47,22 +47,24 @@ cdef class VFIORamDiscardListener(RamDiscardListener):
         """vfio_ram_discard_notify_populate()."""
         global mark_populate_rollback
         cdef uint64_t iova = section.offset_within_address_space
-        cdef uint64_t end = iova + section.size
+        cdef uint64_t left = section.size  # counted down: the section may end at 2^64
         cdef uint64_t start = iova
-        cdef uint64_t next_, vaddr
+        cdef uint64_t chunk, vaddr
         cdef int ret
-        while start < end:
-            next_ = (start + self.granularity) & ~(self.granularity - 1)  # ROUND_UP(start + 1)
-            if next_ > end or next_ == 0:
-                next_ = end
+        while left:
+            # next = ROUND_UP(start + 1, granularity), clipped to the section's end.
+            chunk = self.granularity - (start & (self.granularity - 1))
+            if chunk > left:
+                chunk = left
             vaddr = self.vaddr_base + section.offset_within_region + (start - iova)
-            ret = self.container.dma_map(start, next_ - start, vaddr, None, self.readonly_map)
+            ret = self.container.dma_map(start, chunk, vaddr, None, self.readonly_map)
             if ret:
                 # Rollback: one unmap of the whole section, mapped granules or not.
                 mark_populate_rollback += 1
                 self._notify_discard(section)
                 return ret
-            start = next_
+            start += chunk
+            left -= chunk
         return 0
 
     cdef int _notify_discard(self, MemoryRegionSection *section) except -1:

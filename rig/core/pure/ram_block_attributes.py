@@ -109,19 +109,28 @@ class RamBlockAttributes:
             return False
         return True
 
+    def _check_range(self, offset: int, size: int) -> None:
+        if not self.is_valid_range(offset, size):
+            raise ValueError(f"0x{offset:x}+0x{size:x} is not a valid range of the region")
+
     def is_range_populated(self, offset: int, size: int) -> bool:
+        self._check_range(offset, size)
         first_bit = offset // self.block_size
         last_bit = first_bit + size // self.block_size - 1
         return self.bitmap.find_next_zero_bit(last_bit + 1, first_bit) > last_bit
 
     def is_range_discarded(self, offset: int, size: int) -> bool:
+        self._check_range(offset, size)
         first_bit = offset // self.block_size
         last_bit = first_bit + size // self.block_size - 1
         return self.bitmap.find_next_bit(last_bit + 1, first_bit) > last_bit
 
     def is_populated(self, section: MemoryRegionSection) -> bool:
-        """ram_block_attributes_rdm_is_populated(): no discarded block in the section."""
-        return self.is_range_populated(section.offset_within_region, section.size)
+        """ram_block_attributes_rdm_is_populated(): no discarded block in the section
+        (False for a section that is not a valid range: QEMU asserts)."""
+        if not self.is_valid_range(section[0], section[1]):
+            return False
+        return self.is_range_populated(section[0], section[1])
 
     # -- notification --------------------------------------------------------------------
     def notify_populate(self, offset: int, size: int) -> int:
@@ -231,7 +240,7 @@ class RamBlockAttributes:
         """
         if not isinstance(rdl, RamDiscardListener):
             raise TypeError("listener must subclass RamDiscardListener")
-        if rdl in self._rdl_list:
+        if rdl.section is not None:  # registered (here or with another manager)
             return -EINVAL
         if not self.is_valid_range(section.offset_within_region, section.size):
             return -EINVAL

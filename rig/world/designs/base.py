@@ -37,6 +37,8 @@ class Design:
     budget_check = "refuse"
     serialize_hotplug = False
     retries = 1
+    #: VFIO maps all guest RAM, private pages included (the pre-series designs).
+    maps_private = False
 
     # -- conversion -------------------------------------------------------------------
     def kvm_convert_memory(self, world: World, start: int, size: int, to_private: bool) -> int:

@@ -18,6 +18,7 @@ class Uncoordinated(Qemu101Conversion):
 
     name = "uncoordinated"
     budget_check = "warn"
+    maps_private = True
 
     def vfio_device_add(self, world, dev, gpa, size):
         device = Device(dev, "vfio", gpa, size, world.new_container())
