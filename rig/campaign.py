@@ -43,6 +43,7 @@ class Finding:
     trace: str | None = None     # the minimized trace, if the harness decodes to one
     summary: str = ""
     signature: str = ""          # what kind of finding: told to later runs as known
+    known: str | None = None     # the regression trace it matches, if it is not new
 
     def replay_command(self) -> str:
         if self.trace:
@@ -176,6 +177,10 @@ def process_artifacts(harness: str, paths: list, crashes: Path, minimize_traces:
             small = minimize.finalize(m, len(trace.ops))
             out, _ = minimize.write(small, str(crashes))
             finding.trace = _rel(out)
+            known = crashes.parent / "regressions" / Path(out).name
+            if known.exists():
+                finding.known = _rel(known)
+                finding.summary += f" (known: {finding.known})"
         except ValueError:
             finding.summary += " (the decoded trace does not fail in-process: flaky?)"
         except Exception as exc:  # noqa: BLE001 - a bug of the rig's own post-processing
@@ -358,7 +363,7 @@ def main(args) -> int:
                                    runs=runs, minimize_traces=not args.no_minimize))
     findings = [f for r in results for f in r.findings]
     expected = {r.name for r in results if harnesses.harness_for(r.name).expect_crash}
-    real = [f for f in findings if f.harness not in expected]
+    real = [f for f in findings if f.harness not in expected and not f.known]
     silent_canaries = sorted(n for n in expected
                              if not any(f.harness == n for f in findings))
     if args.json:
@@ -381,7 +386,8 @@ def main(args) -> int:
             print(f"    replay: {f.replay_command()}")
         if silent_canaries:
             print(f"INFRASTRUCTURE FAILURE: the canary did not fail: {', '.join(silent_canaries)}")
-        print(f"rig fuzz: {len(real)} finding(s)")
+        known = sum(1 for f in findings if f.known)
+        print(f"rig fuzz: {len(real)} new finding(s)" + (f", {known} known" if known else ""))
     if silent_canaries:
         return EXIT_INTERNAL
     return EXIT_FINDING if real else EXIT_OK

@@ -57,11 +57,24 @@ def _known_signatures() -> frozenset:
 KNOWN = _known_signatures()
 
 
-def report_violation(harness: str, outcome, trace) -> None:
+def violation_signature(outcome, steps) -> str:
+    """"violation shared-unmapped in kvm_convert_memory after vfio.dma_map": the invariant,
+    the op kind that broke it and the sites that fired there.  Fine enough that one known
+    bug does not mask another with the same invariant, coarse enough that a campaign does
+    not report the same bug once per input."""
+    signature = f"violation {outcome.invariant}"
+    if steps and outcome.op_index is not None and outcome.op_index < len(steps):
+        step = steps[outcome.op_index]
+        sites = sorted({fault[0] for fault in step.faults})
+        signature += f" in {step.op.name}" + (f" after {'+'.join(sites)}" if sites else "")
+    return signature
+
+
+def report_violation(harness: str, outcome, trace, steps=None) -> None:
     """Raise a Finding for a violation outcome, unless the campaign already has it."""
     if outcome.kind != "violation":
         return
-    signature = f"violation {outcome.invariant}"
+    signature = violation_signature(outcome, steps)
     if signature in KNOWN:
         return
     raise Finding(harness, f"{signature} at op {outcome.op_index}: {outcome.detail}", trace,
@@ -116,7 +129,7 @@ class WorldHarness(Harness):
             session.step(o)
             if session.stopped:
                 break
-        report_violation(self.name, session.outcome, trace)
+        report_violation(self.name, session.outcome, trace, session.steps)
 
     def for_design(self, design: str | None) -> "WorldHarness":
         design = design or self.options.design or DEFAULT_DESIGN
@@ -199,7 +212,7 @@ class TextHarness(Harness):
         if trace is None or not trace.ops:
             return
         result = run(trace.config, trace.ops[:64])
-        report_violation(self.name, result.outcome, trace)
+        report_violation(self.name, result.outcome, trace, result.steps)
 
     def for_design(self, design: str | None) -> "TextHarness":
         design = design or self.design or DEFAULT_DESIGN

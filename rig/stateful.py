@@ -192,7 +192,7 @@ def _build_world_machine() -> type:
                 return
             # As rig.harnesses.report_violation: one signature per invariant, and none
             # the running campaign already has (the session has stopped: the run idles).
-            signature = f"violation {outcome.invariant}"
+            signature = rig.harnesses.violation_signature(outcome, self.session.steps)
             if signature in rig.harnesses.KNOWN:
                 return
             trace = self.trace()
