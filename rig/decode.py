@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rig.errors import ERRNO_BY_NAME
 from rig.faults import SITES, FaultSpec
 from rig.ops import Op, op
 from rig.world.config import RamSpec, WorldConfig
@@ -174,4 +173,4 @@ def decode_op(r: Reader, cfg: WorldConfig, table, options: DecodeOptions, nested
     return op(kind, *args, **props)
 
 
-__all__ = ["decode", "DecodeOptions", "Reader", "ERRNO_BY_NAME"]
+__all__ = ["decode", "DecodeOptions", "Reader"]

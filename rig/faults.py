@@ -257,4 +257,4 @@ def make_plan(mode: str, seed: int = 0, nth: int = 0, p_activate: float = 0.25,
 
 
 __all__ = ["SITES", "Site", "FaultSpec", "Injected", "FaultPlan", "ExplicitPlan",
-           "FailNthPlan", "SeededPlan", "make_plan", "sub_seed", "EINVAL", "EIO"]
+           "FailNthPlan", "SeededPlan", "make_plan", "sub_seed"]

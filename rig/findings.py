@@ -16,7 +16,7 @@ from rig.faults import FaultSpec
 from rig.ops import op
 from rig.scenarios import SCENARIOS
 from rig.trace import Expect, Trace, serialize
-from rig.world.config import RamSpec, WorldConfig
+from rig.world.config import WorldConfig
 
 SHARED, PRIVATE = False, True
 BS = 0x1000
@@ -101,4 +101,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["unminimized", "spread", "RamSpec"]
+__all__ = ["unminimized", "spread"]

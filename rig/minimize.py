@@ -17,7 +17,6 @@ stop).  The result is re-run 3 out of 3 times in fresh processes before it is wr
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -265,7 +264,3 @@ def write(trace: Trace, directory: str) -> tuple[str, bool]:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path, True
-
-
-def summary(trace: Trace) -> str:
-    return json.dumps({"ops": len(trace.ops), "expect": str(trace.expect)})
