@@ -12,13 +12,12 @@ the custom mutator keeps inputs parseable.
 """
 
 import os
-import sys
 
 import atheris
 import hypothesis  # noqa: F401  (imported before instrumentation: third-party code is not instrumented)
 
 with atheris.instrument_imports(include=["rig"]):
-    from rig.harnesses import harness_for
+    from rig.harnesses import fuzz_argv, harness_for
 
 HARNESS = harness_for("trace_text", os.environ.get("RIG_FUZZ_DESIGN") or None)
 
@@ -28,11 +27,6 @@ def TestOneInput(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    # argv[0] must re-execute this script: -merge, -fork and -minimize_crash rely on it.
-    # A PyInstaller bundle (OSS-Fuzz's compile_python_fuzzer) re-executes itself.
-    argv = sys.argv if getattr(sys, "frozen", False) else \
-        [sys.executable + " " + os.path.abspath(__file__)] + sys.argv[1:]
-    atheris.Setup(argv,
-                  TestOneInput,
+    atheris.Setup(fuzz_argv(__file__), TestOneInput,
                   custom_mutator=HARNESS.mutate)
     atheris.Fuzz()

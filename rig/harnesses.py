@@ -321,6 +321,17 @@ WORLD_HARNESSES = ("convert", "convert_explicit", "trace_text")
 DEFAULT = "convert"
 
 
+def fuzz_argv(script: str) -> list:
+    """The argv a fuzz/ script hands atheris.Setup.  argv[0] must re-execute the script:
+    -merge, -fork and -minimize_crash rely on it.  A PyInstaller bundle (OSS-Fuzz's
+    compile_python_fuzzer) re-executes itself, so it keeps its own argv."""
+    import sys
+
+    if getattr(sys, "frozen", False):
+        return sys.argv
+    return [sys.executable + " " + os.path.abspath(script)] + sys.argv[1:]
+
+
 def harness_for(name: str, design: str | None = None) -> Harness:
     harness = HARNESSES[name]
     if design and ":" not in name:

@@ -402,9 +402,13 @@ def mutate_trace(trace: Trace, rng) -> Trace:
     bs = trace.config.block_size
     ram = trace.config.ram
     choice = rng.randrange(7)
-    if not ops or choice == 0:  # insert a conversion or a touch
+
+    def random_gpa() -> int:
         block = ram[rng.randrange(len(ram))]
-        gpa = block.gpa + rng.randrange(max(1, block.size // bs)) * bs
+        return block.gpa + rng.randrange(max(1, block.size // bs)) * bs
+
+    if not ops or choice == 0:  # insert a conversion or a touch
+        gpa = random_gpa()
         new = (Op("kvm_convert_memory", (gpa, bs * (1 + rng.randrange(4)), bool(rng.randrange(2))))
                if rng.randrange(3) else Op("guest_touch", (gpa,)))
         ops.insert(rng.randrange(len(ops) + 1), new)
@@ -442,8 +446,6 @@ def mutate_trace(trace: Trace, rng) -> Trace:
         if o.prop("interleave"):
             ops[i] = o.with_props(interleave=None)
         else:
-            block = ram[rng.randrange(len(ram))]
-            gpa = block.gpa + rng.randrange(max(1, block.size // bs)) * bs
-            nested = Op("kvm_convert_memory", (gpa, bs, bool(rng.randrange(2))))
+            nested = Op("kvm_convert_memory", (random_gpa(), bs, bool(rng.randrange(2))))
             ops[i] = o.with_props(interleave=(1 + rng.randrange(3), nested))
     return Trace(trace.config, ops, trace.expect, trace.comments)
