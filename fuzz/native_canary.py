@@ -1,7 +1,7 @@
 """Harness native_canary: a planted deep branch in the Cython core (rig/core/cy/planted.pyx).
 
 Covers nothing real.  It proves the native build works: with RIG_SANITIZE=fuzzer
-(`rig fuzz` does it) libFuzzer reaches the branch in a few thousand runs by tracing the
+(`rig fuzz` does it) libFuzzer reaches the branch in a few hundred runs by tracing the
 core's C comparisons; with the plain gcc build it has no feedback and does not reach it
 within the same budget.  tests/fuzz/test_native.py asserts both.
 """

@@ -23,7 +23,9 @@ def test_canaries_fail_on_their_planted_input():
         HARNESSES["canary"].one_input(b"\x42\x21")
     HARNESSES["canary"].one_input(b"\x42\x20")
     with pytest.raises(Finding, match="planted deep branch"):
-        HARNESSES["native_canary"].one_input(b"GMEM")
+        HARNESSES["native_canary"].one_input(b"GMEMRIG!")
+    for near_miss in (b"GMEMRIG?", b"GMEM", b"XMEMRIG!", b""):
+        HARNESSES["native_canary"].one_input(near_miss)
 
 
 def test_world_harness_names_carry_the_design():

@@ -31,7 +31,9 @@ def native_env():
 def libfuzzer(harness: str, args: list, env: dict) -> subprocess.CompletedProcess:
     script = ROOT / "fuzz" / f"{harness}.py"
     full_env = dict(os.environ, **env)
-    for key in ("RIG_NATIVE_DIR", "LD_PRELOAD"):
+    # RIG_PUREPYTHON too: the pure twin's branch is a Python bytes compare, which atheris
+    # traces itself, so the plain run would find it and prove nothing.
+    for key in ("RIG_NATIVE_DIR", "LD_PRELOAD", "RIG_PUREPYTHON"):
         if key not in env:
             full_env.pop(key, None)
     return subprocess.run([sys.executable, str(script), *args], cwd=ROOT, env=full_env,
@@ -59,9 +61,13 @@ def test_instrumented_build_reports_more_coverage(native_env, tmp_path):
 
 
 def test_planted_deep_branch_found_only_with_native_edges(native_env, tmp_path):
+    """The instrumented build reaches the planted branch in about 430 runs on seeds 1-12
+    (rig/core/cy/planted.pyx says why the branch is one 64-bit compare); the budget
+    leaves a margin of several hundred times, since libFuzzer's schedule is not the same
+    from machine to machine even with a fixed -seed."""
     budget = ["-runs=300000", "-seed=1", f"-artifact_prefix={tmp_path}/"]
     instrumented = libfuzzer("native_canary", budget, native_env)
-    assert instrumented.returncode != 0
+    assert instrumented.returncode != 0, instrumented.stderr[-2000:]
     assert "reached the planted deep branch" in instrumented.stdout + instrumented.stderr
     plain = libfuzzer("native_canary", budget, {})
     assert plain.returncode == 0, plain.stderr[-2000:]

@@ -2,5 +2,4 @@
 
 
 def deep_branch(data) -> bool:
-    data = bytes(data)
-    return len(data) >= 4 and data[:4] == b"GMEM"
+    return bytes(data[:8]) == b"GMEMRIG!"
