@@ -27,7 +27,7 @@ DEFAULT_HARNESSES = ("core_differential", "iommu", "convert", "convert_explicit"
 WORLD = ("convert", "convert_explicit", "trace_text", "statemachine")
 STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+)(?: ft: \d+)? corp: (\d+)/\S+.*?exec/s: (\d+)")
 FORK_STATUS = re.compile(r"^#(\d+): cov: (\d+) ft: \d+ corp: (\d+) exec/s:? (\d+)")
-SMOKE_RUNS = {"canary": 20000, "native_canary": 300000}
+SMOKE_RUNS = {"canary": 100000, "native_canary": 300000}
 SMOKE_RUNS_DEFAULT = 1500
 #: Seconds a harness slot keeps back for interpreter start-up and the corpus merge.
 OVERHEAD_S = 3.0
