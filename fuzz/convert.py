@@ -1,7 +1,9 @@
 """Harness convert: a whole World end to end, with seeded faults.
 
 Covers: every op of the vocabulary (hot-plug, conversions that may span two RAM blocks or
-touch a gap, guest touches, device DMA, replays, generic listeners, interleavings), every
+touch a gap, guest touches, device DMA, replays, generic listeners, interleavings; a
+swarm bit of the input turns junk conversion ranges off, so QEMU's designs, which stop
+the VM on the first one, still get deep runs), every
 fault site in seeded (BUGGIFY) mode from the input bytes, the ten invariants after every
 op, and the reference-model shadow world (the differential invariant).
 

@@ -5,7 +5,11 @@ any libFuzzer input or crash file prints as a text trace.  Small byte changes ma
 trace changes: the header takes a fixed number of bytes, then each op consumes its own.
 
 Swarm testing (STYLE.md): the header picks which op kinds this input may use and how
-they are weighted, so different inputs explore different mixes.
+they are weighted, so different inputs explore different mixes.  It also picks whether
+conversions and sections may take junk ranges (unaligned, in a gap, crossing a block's
+end).  QEMU's designs stop the VM on the first such conversion, so with junk always on
+half of the qemu-10.1 runs ended there, at 7.5 ops per run against 15.6 on hardened
+(measured over 2,000 random inputs); the inputs that turn junk off reach deeper states.
 """
 
 from __future__ import annotations
@@ -99,22 +103,26 @@ def decode(data: bytes, options: DecodeOptions = DecodeOptions()) -> tuple[World
     else:
         for _ in range(3):
             r.byte()
-    # Swarm: a mask of enabled kinds and a weight per kind.
-    mask = r.byte() | 0x01  # conversions are always on
+    # Swarm: a mask of enabled kinds and a weight per kind.  Conversions are always on,
+    # so bit 0 of the mask byte says instead whether ranges may be junk.
+    mask_byte = r.byte()
+    junk = bool(mask_byte & 0x01)
+    mask = mask_byte | 0x01
     weights = [(1 + r.below(4)) if mask >> i & 1 else 0 for i in range(len(KINDS))]
     table = [kind for kind, w in zip(KINDS, weights) for _ in range(w)]
     ops: list[Op] = []
     while not r.exhausted and len(ops) < options.ops_max:
-        ops.append(decode_op(r, cfg, table, options, nested=False))
+        ops.append(decode_op(r, cfg, table, options, nested=False, junk=junk))
     return cfg, ops
 
 
-def _address(r: Reader, cfg: WorldConfig) -> int:
-    """Mostly a block-aligned address inside RAM; sometimes a page, a gap or junk."""
+def _address(r: Reader, cfg: WorldConfig, junk: bool = True) -> int:
+    """Mostly a block-aligned address inside RAM; with ``junk``, sometimes a page, a gap
+    or an unaligned address."""
     bs = cfg.block_size
     pick = r.below(16)
     block = cfg.ram[r.below(len(cfg.ram))]
-    if pick < 12:
+    if pick < 12 or not junk:
         return block.gpa + r.below(block.size // bs) * bs
     if pick < 14:
         return block.gpa + r.below(block.size // 0x1000) * 0x1000
@@ -123,13 +131,23 @@ def _address(r: Reader, cfg: WorldConfig) -> int:
     return block.gpa + r.below(block.size) | 0x800  # unaligned
 
 
-def _size(r: Reader, cfg: WorldConfig) -> int:
+def _size(r: Reader, cfg: WorldConfig, junk: bool = True) -> int:
     pick = r.below(16)
     if pick < 12:
         return (1 + r.below(4)) * cfg.block_size
-    if pick < 15:
+    if pick < 15 or not junk:
         return (1 + r.below(16)) * cfg.block_size
     return (0, 0x800, 0x1000)[r.below(3)]
+
+
+def _range(r: Reader, cfg: WorldConfig, junk: bool) -> tuple[int, int]:
+    """An (address, size) pair; without ``junk`` it is block-aligned and stays inside the
+    RAM block it starts in."""
+    addr, size = _address(r, cfg, junk), _size(r, cfg, junk)
+    if not junk:
+        block = next(b for b in cfg.ram if b.gpa <= addr < b.gpa + b.size)
+        size = min(size, block.gpa + block.size - addr)
+    return addr, size
 
 
 def _faults(r: Reader) -> tuple:
@@ -143,33 +161,37 @@ def _faults(r: Reader) -> tuple:
     return tuple(specs)
 
 
-def decode_op(r: Reader, cfg: WorldConfig, table, options: DecodeOptions, nested: bool) -> Op:
+def decode_op(r: Reader, cfg: WorldConfig, table, options: DecodeOptions, nested: bool,
+              junk: bool = True) -> Op:
     kind = table[r.below(len(table))] if not nested else "kvm_convert_memory"
     dev = r.below(3)
-    if kind == "kvm_convert_memory":
-        args = (_address(r, cfg), _size(r, cfg), bool(r.below(2)))
+    if kind in ("kvm_convert_memory", "replay"):
+        args = (*_range(r, cfg, junk), bool(r.below(2)))
     elif kind == "guest_touch":
         args = (_address(r, cfg),)
     elif kind == "device_dma":
+        # Junk stays on for the device: a DMA outside the mappings is an IOMMU fault, not
+        # a VM stop, and the oracle judges it.
         args = (dev, _address(r, cfg), _size(r, cfg), bool(r.below(2)))
     elif kind in ("vfio_register", "listener_register"):
         block = cfg.ram[r.below(len(cfg.ram))]
         if r.chance(3, 4):
             gpa, size = block.gpa, block.size  # a whole block, as QEMU's sections are
         else:
-            gpa, size = _address(r, cfg), _size(r, cfg)
+            gpa, size = _range(r, cfg, junk)
         args = (dev, gpa, size)
     elif kind in ("vfio_unregister", "listener_unregister"):
         args = (dev,)
     else:
-        args = (_address(r, cfg), _size(r, cfg), bool(r.below(2)))
+        raise AssertionError(f"decode_op: no decoding for op kind {kind!r}")
     props = {}
     if not nested:
         if options.faults == "explicit" and r.chance(1, 4):
             props["fault"] = _faults(r)
         if kind in ("vfio_register", "vfio_unregister", "listener_register",
                     "kvm_convert_memory") and r.chance(1, 8):
-            props["interleave"] = (1 + r.below(4), decode_op(r, cfg, table, options, True))
+            props["interleave"] = (1 + r.below(4),
+                                   decode_op(r, cfg, table, options, True, junk))
     return op(kind, *args, **props)
 
 
