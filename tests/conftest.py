@@ -8,8 +8,9 @@ from hypothesis import HealthCheck, settings
 
 from rig.core import load_backend
 
-# CI sets CI=true: hypothesis then loads its derandomized "ci" profile; extend it rather
-# than replace it, so CI runs are reproducible and have no deadline.
+# CI: hypothesis' derandomized "ci" profile, extended, so CI runs are reproducible and
+# have no deadline.  Loaded when CI=true, and named by ci/test (--hypothesis-profile)
+# whatever the environment says.
 settings.register_profile(
     "rig-ci", parent=settings.get_profile("ci"), max_examples=60,
     suppress_health_check=[HealthCheck.too_slow],
