@@ -4,9 +4,9 @@
 One comparison of the input's first eight bytes with "GMEMRIG!", the shape of a header
 check in C.  With the instrumented build (-fsanitize=fuzzer-no-link traces comparisons)
 libFuzzer records the 8-byte operand pair and splices the wanted word into the input, so
-the branch falls within a few thousand runs; the plain gcc build gives it no feedback and
-it must guess 64 bits at once.  (The other half of the proof, that the core's C edges are
-counted, is the coverage comparison in tests/fuzz/test_native.py.)
+the branch falls within a few hundred runs (about 430); the plain gcc build gives it no
+feedback and it must guess 64 bits at once.  (The other half of the proof, that the
+core's C edges are counted, is the coverage comparison in tests/fuzz/test_native.py.)
 
 Why one 8-byte word: libFuzzer keeps operand tables only for 4- and 8-byte compares.  A
 byte-by-byte version got nothing but an edge per level and needed 70k-300k runs (it
