@@ -29,8 +29,10 @@ STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+)(?: ft: \d+)? corp: (\d+)/\S+.
 FORK_STATUS = re.compile(r"^#(\d+): cov: (\d+) ft: \d+ corp: (\d+) exec/s:? (\d+)")
 SMOKE_RUNS = {"canary": 100000, "native_canary": 300000}
 SMOKE_RUNS_DEFAULT = 1500
-#: Seconds a harness slot keeps back for interpreter start-up and the corpus merge.
-OVERHEAD_S = 3.0
+#: First guess at the seconds a harness slot spends outside libFuzzer's -max_total_time
+#: (two instrumented interpreter start-ups: the fuzzing run and the corpus merge).  The
+#: campaign replaces it with what it measures on the harnesses already run.
+OVERHEAD_S = 5.0
 #: Restarts of one harness after findings within its time slot.
 RESTARTS_MAX = 12
 
@@ -186,6 +188,13 @@ def process_artifacts(harness: str, paths: list, crashes: Path, minimize_traces:
         except Exception as exc:  # noqa: BLE001 - a bug of the rig's own post-processing
             finding.summary += f" (post-processing failed: {type(exc).__name__}: {exc})"
     return findings
+
+
+def slot_budget(time_left: float, harnesses_left: int, overhead: float) -> float:
+    """libFuzzer's -max_total_time for the next harness: an equal share of the time left
+    once every remaining harness has paid its overhead; at least one second, so each
+    harness runs even when the campaign is already late."""
+    return max(1.0, time_left / harnesses_left - overhead)
 
 
 class Progress:
@@ -349,18 +358,22 @@ def main(args) -> int:
     progress = Progress()
     results = []
     # The budget is wall-clock for the whole campaign: each harness gets an equal share
-    # of what is left, less what starting Python, merging and minimizing usually take.
+    # of what is left, less the overhead (start-up, merge, minimizing) measured so far.
     deadline = time.monotonic() + args.time
+    overruns: list[float] = []
     for i, name in enumerate(names):
         base = name.split(":")[0]
         if base == "native_canary" and build == "plain":
             _log("skipping native_canary: it needs the instrumented build")
             continue
         runs = SMOKE_RUNS.get(base, args.runs or SMOKE_RUNS_DEFAULT) if args.smoke else None
-        share = (deadline - time.monotonic()) / (len(names) - i)
-        results.append(run_harness(name, max(1.0, share - OVERHEAD_S), seed, env, build,
-                                   args.jobs, corpus_root, artifacts, crashes, progress,
-                                   runs=runs, minimize_traces=not args.no_minimize))
+        overhead = sum(overruns) / len(overruns) if overruns else OVERHEAD_S
+        budget = slot_budget(deadline - time.monotonic(), len(names) - i, overhead)
+        result = run_harness(name, budget, seed, env, build, args.jobs, corpus_root,
+                             artifacts, crashes, progress, runs=runs,
+                             minimize_traces=not args.no_minimize)
+        results.append(result)
+        overruns.append(max(0.0, result.seconds - budget))
     findings = [f for r in results for f in r.findings]
     expected = {r.name for r in results if harnesses.harness_for(r.name).expect_crash}
     real = [f for f in findings if f.harness not in expected and not f.known]

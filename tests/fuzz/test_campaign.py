@@ -52,3 +52,12 @@ def test_bad_flags_exit_1():
     assert rig("fuzz", "--time", "0").returncode == 1
     assert rig("fuzz", "--harness", "nope").returncode == 1
     assert rig("fuzz", "--design", "nope").returncode == 1
+
+
+def test_slot_budget_shares_what_is_left_after_overheads():
+    from rig.campaign import slot_budget
+
+    assert slot_budget(60.0, 6, 5.0) == 5.0
+    # A campaign that runs late still gives each remaining harness a second.
+    assert slot_budget(4.0, 2, 6.0) == 1.0
+    assert slot_budget(-3.0, 1, 6.0) == 1.0
