@@ -211,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
     p = sub.add_parser("replay", help="replay .trace files or raw crash files, op by op")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--harness", help="decode raw files with this harness (default convert; "
-                   "NAME:DESIGN fixes the design)")
+    p.add_argument("--harness", help="decode raw files with this harness (default convert, "
+                   "whose design is hardened; NAME:DESIGN picks another)")
     p.add_argument("--backend", choices=("cy", "pure"), default="cy")
     p.add_argument("--lenient", action="store_true",
                    help="skip what cannot be parsed (triage) instead of failing")

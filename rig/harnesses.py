@@ -27,7 +27,10 @@ import rig.oracle  # noqa: F401
 from rig.decode import DecodeOptions, Reader, decode
 from rig.trace import Trace, TraceError, parse, serialize
 
-#: The design world harnesses use unless the input or the caller picks one.
+#: The design world harnesses use unless the caller picks one (RIG_FUZZ_DESIGN, --design,
+#: NAME:DESIGN).  Never decoded from the input: a standalone fuzz/ script or a
+#: ClusterFuzzLite bundle would otherwise report the known bugs of the known-bad designs
+#: on its first inputs, and `rig replay --harness convert` would need the same rule.
 DEFAULT_DESIGN = "hardened"
 
 
@@ -299,10 +302,11 @@ HARNESSES = _Registry((h.name, h) for h in (
                 "dma_entry_limit and memlock limits, vs the model", "iommu",
                 kinds=IOMMU_KINDS),
     WorldHarness("convert", "a whole World with seeded faults from the input bytes; the "
-                 "oracle after every op", "convert", options=DecodeOptions(faults="seeded")),
+                 "oracle after every op", "convert",
+                 options=DecodeOptions(design=DEFAULT_DESIGN, faults="seeded")),
     WorldHarness("convert_explicit", "a whole World with explicit per-op fault properties "
                  "decoded from the input", "convert_explicit",
-                 options=DecodeOptions(faults="explicit")),
+                 options=DecodeOptions(design=DEFAULT_DESIGN, faults="explicit")),
     TextHarness("trace_text", "trace text mutated at the op level, seeded from "
                 "corpora/regressions/, run against the target design", "trace_text"),
     # A slot: rig.stateful (imported at the end of this module) puts its

@@ -38,6 +38,26 @@ def test_world_harness_names_carry_the_design():
     assert parse(serialize(trace)) == trace
 
 
+@pytest.mark.parametrize("name", ["convert", "convert_explicit", "trace_text", "statemachine"])
+def test_standalone_world_harnesses_target_hardened(name):
+    """What fuzz/<name>.py and a ClusterFuzzLite bundle run with no RIG_FUZZ_DESIGN: the
+    hardened design, whatever the input bytes say, and the same world as NAME:hardened
+    (so `rig replay --harness NAME` reproduces their crash files)."""
+    plain, named = harness_for(name, None), HARNESSES[f"{name}:hardened"]
+    if name == "statemachine":
+        assert plain.for_design(None).name == named.name
+        return
+    rng = random.Random(3)
+    for _ in range(200):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 120)))
+        trace = plain.to_trace(data)
+        if trace is None:  # trace_text: not a parsable trace
+            continue
+        assert trace.config.design == "hardened"
+        other = named.to_trace(data)
+        assert (trace.config, trace.ops) == (other.config, other.ops)
+
+
 def test_a_bad_design_is_found_and_known_signatures_are_not_reported(monkeypatch):
     """uncoordinated breaks on the seed-like inputs the decoder makes; once the campaign
     knows the signature, the harness stays quiet about it."""
