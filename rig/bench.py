@@ -15,6 +15,13 @@
    C path (RamBlockAttributes.state_change -> VFIORamDiscardListener -> dma_map/dma_unmap,
    no Python per granule); maps/s, unmaps/s and bytes per mapping from the process RSS.
 
+``rig bench world`` measures the world harnesses' inner loop, the speed that bounds every
+campaign: ``--inputs`` fixed pseudo-random inputs (from ``--seed``) decoded by the
+``convert`` harness for each design, each run as the harness runs it (Session.step until
+the run stops), best of ``--repeats``; inputs/s and ops/s with the reference-model shadow
+world on (as fuzzed) and off, then, for hardened, the share of the time each oracle check
+takes (one extra, instrumented pass).
+
 Timing is wall-clock (``time.perf_counter``), with the garbage collector collected before
 and disabled during each timed region.  Nothing here is deterministic in time; the op
 streams and sizes are, from ``--seed`` and the flags, and are printed first.
@@ -71,7 +78,7 @@ def _seed(text: str) -> int:
 def add_parser(sub) -> None:
     """Add ``bench`` (with its suites as sub-subcommands) to rig's subparsers ``sub``."""
     p = sub.add_parser("bench", help="benchmarks (wall-clock figures, not tests)",
-                       description="Benchmarks of the rig.  Suites: core.")
+                       description="Benchmarks of the rig.  Suites: core, world.")
     suites = p.add_subparsers(dest="suite", metavar="SUITE", parser_class=type(p))
 
     def _no_suite(args) -> int:
@@ -94,6 +101,20 @@ def add_parser(sub) -> None:
                    help="bitmap size in bits (default 268435456 = 2^28)")
     c.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     c.set_defaults(func=cmd_core)
+
+    w = suites.add_parser(
+        "world", help="world harness throughput per design; the oracle's share",
+        description=("The convert harness' inner loop on fixed inputs, per design, with the "
+                     "model shadow on and off; then each oracle check's share of the time.  "
+                     "Wall-clock figures; see docs/benchmarks.md."))
+    w.add_argument("--inputs", type=_positive, default=400,
+                   help="inputs per design (default 400)")
+    w.add_argument("--seed", type=_seed, default=0, help="seed of the inputs (default 0)")
+    w.add_argument("--repeats", type=_positive, default=3, help="best of (default 3)")
+    w.add_argument("--design", action="append", dest="designs", metavar="DESIGN",
+                   help="a design to measure (repeatable; default every design)")
+    w.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    w.set_defaults(func=cmd_world)
 
 
 # -- measurement helpers ------------------------------------------------------------------
@@ -486,6 +507,114 @@ def cmd_core(args) -> int:
         return EXIT_FINDING
     report["total_s"] = time.perf_counter() - t0
     out(f"total {report['total_s']:.1f} s")
+    if as_json:
+        print(json.dumps(report, sort_keys=True))
+    return EXIT_OK
+
+
+# -- world harness throughput -------------------------------------------------------------
+
+def _world_inputs(n: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [bytes(rng.randrange(256) for _ in range(rng.randrange(40, 200))) for _ in range(n)]
+
+
+def _run_traces(traces, differential: bool) -> int:
+    """Each trace as WorldHarness.one_input runs it; returns the ops executed."""
+    from rig.executor import Session
+
+    ops = 0
+    for trace in traces:
+        session = Session(trace.config, differential=differential)
+        for o in trace.ops:
+            session.step(o)
+            ops += 1
+            if session.stopped:
+                break
+    return ops
+
+
+def bench_world(designs: list, n: int, seed: int, repeats: int, out) -> dict:
+    from rig.harnesses import harness_for
+
+    inputs = _world_inputs(n, seed)
+    out(f"{'design':<14} {'inputs/s':>9} {'ops/s':>8} {'ops/input':>9}   "
+        f"{'no shadow: inputs/s':>19} {'ops/s':>8}")
+    rows = {}
+    for design in designs:
+        traces = [harness_for("convert", design).to_trace(d) for d in inputs]
+        row = {}
+        for differential in (True, False):
+            best, ops = min(_timed(_run_traces, traces, differential) for _ in range(repeats))
+            row["shadow" if differential else "no_shadow"] = {
+                "seconds": best, "ops": ops, "inputs_per_s": _rate(n, best),
+                "ops_per_s": _rate(ops, best)}
+        on, off = row["shadow"], row["no_shadow"]
+        out(f"{design:<14} {on['inputs_per_s']:>9.0f} {on['ops_per_s']:>8.0f} "
+            f"{on['ops'] / n:>9.1f}   {off['inputs_per_s']:>19.0f} {off['ops_per_s']:>8.0f}")
+        rows[design] = row
+    return rows
+
+
+def bench_oracle_shares(design: str, n: int, seed: int, out) -> dict:
+    """One pass with every oracle check wrapped in a timer: each check's share of the
+    whole loop (the wrappers' own cost is included in the shares, so they are upper
+    bounds; the loop total is from the same pass)."""
+    from rig import oracle
+    from rig.harnesses import harness_for
+
+    spent: dict = {}
+
+    def timed(name, fn):
+        def wrapper(*args):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    traces = [harness_for("convert", design).to_trace(d) for d in _world_inputs(n, seed)]
+    saved = (oracle.CHECKS, oracle.check_differential)
+    oracle.CHECKS = tuple(timed(fn.__name__, fn) for fn in saved[0])
+    oracle.check_differential = timed("check_differential", saved[1])
+    try:
+        total, _ = _timed(_run_traces, traces, True)
+    finally:
+        oracle.CHECKS, oracle.check_differential = saved
+    shares = {name: spent[name] / total for name in sorted(spent, key=spent.get, reverse=True)}
+    out(f"oracle on {design} (shadow on): {sum(shares.values()):.0%} of the loop: " +
+        ", ".join(f"{name.removeprefix('check_')} {share:.0%}" for name, share in shares.items()))
+    return {"design": design, "total_s": total, "shares": shares}
+
+
+def cmd_world(args) -> int:
+    from rig.world.designs import DESIGNS
+
+    as_json = args.json
+
+    def out(line: str) -> None:
+        if not as_json:
+            print(line, flush=True)
+
+    designs = args.designs or list(DESIGNS)
+    unknown = [d for d in designs if d not in DESIGNS]
+    if unknown:
+        print(f"rig bench world: --design {unknown[0]!r}: not one of {', '.join(DESIGNS)}",
+              file=sys.stderr)
+        return 1
+    machine = _machine()
+    out(f"rig bench world: seed={args.seed} inputs={args.inputs} repeats={args.repeats} "
+        f"(convert harness, cy backend)")
+    out(f"machine: nproc={machine['nproc']} cpu={machine['cpu']!r} "
+        f"{machine['implementation']} {machine['python']} "
+        f"loadavg(1min)={machine['loadavg_1min']} at start")
+    report = {"config": {"suite": "world", "seed": args.seed, "inputs": args.inputs,
+                         "repeats": args.repeats, "designs": designs},
+              "machine": machine, "build": _build()}
+    report["designs"] = bench_world(designs, args.inputs, args.seed, args.repeats, out)
+    shares_design = "hardened" if "hardened" in designs else designs[0]
+    report["oracle"] = bench_oracle_shares(shares_design, args.inputs, args.seed, out)
     if as_json:
         print(json.dumps(report, sort_keys=True))
     return EXIT_OK
