@@ -6,7 +6,9 @@ site; the plan answers None (no fault) or an ``Injected`` fault.  Three plans:
 
 ``explicit``  per-op properties of a trace: ``vfio.dma_map=ENOSPC@2`` fails the 2nd hit of
               that site inside that op; ``memfd.punch_hole=EINTR@1/3`` fails the 1st hit
-              after 3 pages were punched (a partial punch).
+              after 3 pages were punched (a partial punch); ``kvm.set_memory_attributes=
+              ENOMEM@2*8`` fails 8 hits in a row from the 2nd (a failure that outlasts
+              a retry loop, as under memory pressure).
 ``fail_nth``  fail the n-th site hit of the whole run (Linux's iommufd_fail_nth); a sweep
               runs once counting hits, then n = 1, 2, ... until a run reaches no fault.
 ``seeded``    from a seed: each site is active for the run with probability p_activate,
@@ -60,22 +62,30 @@ SITES: dict[str, Site] = {s.name: s for s in (
 @dataclass(frozen=True)
 class FaultSpec:
     """One explicit fault: the ``nth`` hit of ``site`` inside the op fails with ``errno``
-    (negative), after ``partial`` units of progress for partial sites."""
+    (negative), after ``partial`` units of progress for partial sites; so do the
+    ``count - 1`` hits after it."""
 
     site: str
     errno: int
     nth: int = 1
     partial: int | None = None
+    count: int = 1
 
     def __str__(self) -> str:
         text = f"{self.site}={errno_name(self.errno)}@{self.nth}"
+        if self.count != 1:
+            text += f"*{self.count}"
         return text if self.partial is None else f"{text}/{self.partial}"
+
+    def fires_at(self, hit: int) -> bool:
+        """Whether the ``hit``-th hit of the site inside the op fails."""
+        return self.nth <= hit < self.nth + self.count
 
     @classmethod
     def parse(cls, text: str) -> "FaultSpec":
-        """``site=ERRNO[@nth][/partial]``; raises ValueError naming the bad field."""
+        """``site=ERRNO[@nth[*count]][/partial]``; raises ValueError naming the bad field."""
         if "=" not in text:
-            raise ValueError(f"fault {text!r}: expected site=ERRNO[@nth][/partial]")
+            raise ValueError(f"fault {text!r}: expected site=ERRNO[@nth[*count]][/partial]")
         site, rest = text.split("=", 1)
         if site not in SITES:
             raise ValueError(f"fault {text!r}: unknown site {site!r}")
@@ -85,9 +95,14 @@ class FaultSpec:
             if not SITES[site].partial:
                 raise ValueError(f"fault {text!r}: site {site} has no partial progress")
             partial = _parse_count(partial_text, text, "partial")
-        nth = 1
+        nth, count = 1, 1
         if "@" in rest:
             rest, nth_text = rest.split("@", 1)
+            if "*" in nth_text:
+                nth_text, count_text = nth_text.split("*", 1)
+                count = _parse_count(count_text, text, "count")
+                if count < 1:
+                    raise ValueError(f"fault {text!r}: count must be >= 1")
             nth = _parse_count(nth_text, text, "nth")
             if nth < 1:
                 raise ValueError(f"fault {text!r}: nth must be >= 1")
@@ -97,7 +112,7 @@ class FaultSpec:
         if -errno not in SITES[site].errnos:
             allowed = ", ".join(errno_name(-e) for e in SITES[site].errnos)
             raise ValueError(f"fault {text!r}: {site} cannot fail with {rest} (only {allowed})")
-        return cls(site, errno, nth, partial)
+        return cls(site, errno, nth, partial, count)
 
 
 def _parse_count(text: str, whole: str, what: str) -> int:
@@ -179,7 +194,7 @@ class ExplicitPlan(FaultPlan):
 
     def _decide(self, site: str, units: int) -> Injected | None:
         for spec in self.specs:
-            if spec.site == site and spec.nth == self.op_hits[site]:
+            if spec.site == site and spec.fires_at(self.op_hits[site]):
                 partial = None
                 if SITES[site].partial:
                     partial = min(units, spec.partial if spec.partial is not None else 0)

@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rig.executor import run
 from rig.faults import FaultSpec
@@ -135,7 +135,10 @@ class Minimizer:
                     candidates.append([o.with_props(fault=rest or None)])
                     spec = specs[k]
                     if spec.nth > 1:
-                        smaller = specs[:k] + (FaultSpec(spec.site, spec.errno, 1, spec.partial),) + specs[k + 1:]
+                        smaller = specs[:k] + (replace(spec, nth=1),) + specs[k + 1:]
+                        candidates.append([o.with_props(fault=smaller)])
+                    if spec.count > 1:
+                        smaller = specs[:k] + (replace(spec, count=1),) + specs[k + 1:]
                         candidates.append([o.with_props(fault=smaller)])
             for replacement in candidates:
                 ops = self.trace.ops

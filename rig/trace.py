@@ -273,7 +273,7 @@ def _parse_props(cur: _Cursor, strict: bool, warnings: list) -> dict:
             text = cur.until(",)")
             specs = tuple(FaultSpec.parse(t) for t in text.split())
             if not specs:
-                raise ValueError("fault: expected site=ERRNO[@nth][/partial]")
+                raise ValueError("fault: expected site=ERRNO[@nth[*count]][/partial]")
             props["fault"] = specs
         elif key == "interleave":
             at_text = cur.until(" \t")

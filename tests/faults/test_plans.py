@@ -16,6 +16,9 @@ from rig.ops import op
     ("vfio.dma_map=ENOSPC", FaultSpec("vfio.dma_map", -ENOSPC, 1, None)),
     ("vfio.dma_map=ENOSPC@2", FaultSpec("vfio.dma_map", -ENOSPC, 2, None)),
     ("memfd.punch_hole=EINTR@1/3", FaultSpec("memfd.punch_hole", -EINTR, 1, 3)),
+    ("kvm.set_memory_attributes=ENOMEM@2*8",
+     FaultSpec("kvm.set_memory_attributes", -ENOMEM, 2, None, 8)),
+    ("memfd.punch_hole=EINTR@1*3/2", FaultSpec("memfd.punch_hole", -EINTR, 1, 2, 3)),
 ])
 def test_fault_spec_parse_and_format(text, spec):
     assert FaultSpec.parse(text) == spec
@@ -30,6 +33,8 @@ def test_fault_spec_parse_and_format(text, spec):
     ("vfio.dma_map=ENOSPC@0", "nth must be >= 1"),
     ("vfio.dma_map=ENOSPC@x", "nth 'x' is not a number"),
     ("vfio.dma_map=ENOSPC/2", "has no partial progress"),
+    ("vfio.dma_map=ENOSPC@2*0", "count must be >= 1"),
+    ("vfio.dma_map=ENOSPC@2*y", "count 'y' is not a number"),
 ])
 def test_fault_spec_errors_name_the_field(text, message):
     with pytest.raises(ValueError, match=message):
@@ -47,6 +52,42 @@ def test_explicit_plan_fires_the_nth_hit_of_the_op():
     plan.begin_op(1, op("guest_touch", 0))  # counts restart per op; no spec here
     assert plan.hit("pin.pin_pages") is None
     assert plan.coverage()["pin.pin_pages"] == (4, 1)
+
+
+def test_explicit_plan_fires_count_hits_in_a_row():
+    plan = ExplicitPlan()
+    plan.begin_op(0, op("guest_touch", 0, fault=(FaultSpec("pin.pin_pages", -ENOMEM, 2,
+                                                           None, 3),)))
+    fired = [plan.hit("pin.pin_pages") is not None for _ in range(6)]
+    assert fired == [False, True, True, True, False, False]
+
+
+def restore_failing(count: int) -> list:
+    """The populate of the 2nd page fails; then the KVM attribute restore fails ``count``
+    times in a row."""
+    return [op("vfio_register", 0, 0, 0x4000),
+            op("kvm_convert_memory", 0, 0x2000, False,
+               fault=(FaultSpec("vfio.dma_map", -ENOMEM, 2),
+                      FaultSpec("kvm.set_memory_attributes", -ENOMEM, 2, None, count)))]
+
+
+def test_hardened_survives_a_restore_failing_one_less_than_its_retries():
+    """hardened retries an undo step 8 times: 7 failures leave the world exactly as
+    before; 8 are its documented limit (give_up, and the oracle reports what is left)."""
+    from rig.executor import run
+    from rig.world.config import RamSpec, WorldConfig
+    from rig.world.designs import DESIGNS
+
+    config = WorldConfig(design="hardened", ram=(RamSpec(0, 0x4000),), faults="explicit")
+    retries = DESIGNS["hardened"].retries
+    result = run(config, restore_failing(retries - 1))
+    assert result.outcome.kind == "ok" and result.steps[1].result == -ENOMEM
+    assert sum(e[0] == "retry" for e in result.steps[1].events) == retries - 1
+
+    result = run(config, restore_failing(retries))
+    assert ("give_up", 1, "kvm attribute restore", 0, 0x2000, -ENOMEM) in result.world.events
+    assert {v.invariant for v in result.outcome.violations} == {
+        "shared-unmapped", "attr-agree", "atomic-failure"}
 
 
 def test_fail_nth_fires_exactly_once_at_the_nth_hit():
