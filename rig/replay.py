@@ -135,6 +135,9 @@ def format_event(event) -> str:
         return f"IOMMU fault at iova 0x{rest[0]:x} ({format_result(rest[1])})"
     if kind == "retry":
         return f"retry {rest[0]} #{rest[1]} after {format_result(rest[2])}"
+    if kind == "give_up":
+        what, start, size, ret = rest
+        return f"gave up on {what} of 0x{start:x}+0x{size:x} ({format_result(ret)})"
     if kind in ("budget", "exit", "register_error"):
         return f"{kind}: " + " ".join(str(x) for x in rest)
     if kind == "vm_stop":

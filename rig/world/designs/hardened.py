@@ -26,7 +26,10 @@ class Hardened(Design):
       dma_max_mappings check refuses too.
     - No VM stop for a recoverable error: the error goes back to the guest.
 
-    Expected verdict: survives every fault plan.
+    Expected verdict: survives every fault plan in which no undo step fails ``retries``
+    (8) times in a row.  Past that it gives up on the step (a ``give_up`` event), returns
+    the error to the guest and leaves what the step would have restored: the oracle
+    reports it (corpora/regressions/shared-unmapped-hardened-c1359247.trace).
     """
 
     name = "hardened"
