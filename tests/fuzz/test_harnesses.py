@@ -89,3 +89,24 @@ def test_trace_text_mutator_is_deterministic_and_parseable():
         a = h.mutate(seed, 4096, i)
         assert a == h.mutate(seed, 4096, i)
         assert h.parse(a) is not None
+
+
+def test_trace_text_keeps_faults_within_hardened_retry_bound():
+    """A fault outlasting hardened's retries is its documented limit: trace_text clamps
+    COUNT, and drops a second spec that would extend a run of failing hits past it."""
+    from rig.decode import FAULT_COUNT_MAX
+    from rig.faults import FaultSpec
+
+    text = ("# gmem-rig trace v1\n"
+            "vfio_register(0, 0x0, 0x4000)\n"
+            "kvm_convert_memory(0x0, 0x2000, shared)  (fault: vfio.dma_map=ENOMEM@2 "
+            "kvm.set_memory_attributes=ENOMEM@2*8)\n"
+            "kvm_convert_memory(0x0, 0x2000, shared)  (fault: vfio.dma_map=ENOMEM@2 "
+            "kvm.set_memory_attributes=ENOMEM@2*4 kvm.set_memory_attributes=ENOMEM@6*4)\n")
+    harness = HARNESSES["trace_text:hardened"]
+    ops = harness.to_trace(text.encode()).ops
+    kvm = [[s for s in o.prop("fault", ()) if s.site == "kvm.set_memory_attributes"]
+           for o in ops[1:]]
+    assert kvm[0] == [FaultSpec("kvm.set_memory_attributes", -12, 2, None, FAULT_COUNT_MAX)]
+    assert [s.nth for s in kvm[1]] == [2]
+    harness.one_input(text.encode())  # hardened survives what is left
