@@ -115,6 +115,16 @@ class FaultSpec:
         return cls(site, errno, nth, partial, count)
 
 
+def longest_failing_run(specs, site: str) -> int:
+    """The most hits of ``site`` in a row that ``specs`` (one op's) make fail."""
+    hits = sorted({hit for s in specs if s.site == site for hit in range(s.nth, s.nth + s.count)})
+    longest = run = 0
+    for i, hit in enumerate(hits):
+        run = run + 1 if i and hit == hits[i - 1] + 1 else 1
+        longest = max(longest, run)
+    return longest
+
+
 def _parse_count(text: str, whole: str, what: str) -> int:
     try:
         value = int(text, 0)
@@ -272,4 +282,4 @@ def make_plan(mode: str, seed: int = 0, nth: int = 0, p_activate: float = 0.25,
 
 
 __all__ = ["SITES", "Site", "FaultSpec", "Injected", "FaultPlan", "ExplicitPlan",
-           "FailNthPlan", "SeededPlan", "make_plan", "sub_seed"]
+           "FailNthPlan", "SeededPlan", "make_plan", "sub_seed", "longest_failing_run"]

@@ -25,6 +25,7 @@ import rig.executor  # noqa: F401
 import rig.model  # noqa: F401
 import rig.oracle  # noqa: F401
 from rig.decode import FAULT_COUNT_MAX, DecodeOptions, Reader, decode
+from rig.faults import longest_failing_run
 from rig.ops import Op
 from rig.trace import Trace, TraceError, parse, serialize
 
@@ -121,6 +122,7 @@ class WorldHarness(Harness):
 
     def to_trace(self, data: bytes) -> Trace:
         config, ops = decode(data, self.options)
+        ops = [_within_retry_bound(o) for o in ops]
         return Trace(config, ops, comments=[f"decoded from {len(data)} raw bytes by harness "
                                             f"{self.name}"])
 
@@ -249,21 +251,16 @@ class TextHarness(Harness):
 
 
 def _within_retry_bound(o: Op) -> Op:
-    """The op with no site failing more than FAULT_COUNT_MAX hits in a row, as the decoder
-    makes them: a fault that outlasts hardened's retry loop is its documented limit
-    (corpora/regressions/ pins one), not a finding for every campaign to report.  Counts
-    are clamped; a spec that would extend another's run past the bound is dropped."""
+    """The op with no site failing more than FAULT_COUNT_MAX hits in a row (every world
+    harness runs its ops through this): a fault that outlasts hardened's retry loop is its
+    documented limit (corpora/regressions/ pins one), not a finding for every campaign to
+    report.  Counts are clamped; a spec that would extend another's run past the bound is
+    dropped."""
     specs, nested = o.prop("fault", ()), o.prop("interleave")
     kept: list = []
     for spec in specs:
         spec = replace(spec, count=min(spec.count, FAULT_COUNT_MAX))
-        hits = sorted({hit for s in kept + [spec] if s.site == spec.site
-                       for hit in range(s.nth, s.nth + s.count)})
-        run = longest = 0
-        for i, hit in enumerate(hits):
-            run = run + 1 if i and hit == hits[i - 1] + 1 else 1
-            longest = max(longest, run)
-        if longest <= FAULT_COUNT_MAX:
+        if longest_failing_run(kept + [spec], spec.site) <= FAULT_COUNT_MAX:
             kept.append(spec)
     if tuple(kept) != tuple(specs):
         o = o.with_props(fault=tuple(kept) or None)

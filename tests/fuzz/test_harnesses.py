@@ -109,3 +109,22 @@ def test_trace_text_keeps_faults_within_hardened_retry_bound():
     assert kvm[0] == [FaultSpec("kvm.set_memory_attributes", -12, 2, None, FAULT_COUNT_MAX)]
     assert [s.nth for s in kvm[1]] == [2]
     harness.one_input(text.encode())  # hardened survives what is left
+
+
+def test_decoded_faults_stay_within_hardened_retry_bound():
+    """Two decoded specs on one site can add up past the bound; convert_explicit drops
+    the second, so no site fails more than FAULT_COUNT_MAX hits in a row."""
+    from rig.decode import FAULT_COUNT_MAX
+
+    harness, rng, pairs = HARNESSES["convert_explicit:hardened"], random.Random(5), 0
+    for _ in range(1500):
+        trace = harness.to_trace(bytes(rng.randrange(256) for _ in range(rng.randrange(60, 200))))
+        for o in trace.ops:
+            specs = o.prop("fault", ())
+            for site in {s.site for s in specs}:
+                pairs += sum(s.site == site for s in specs) > 1
+                # Ask the specs hit by hit, as the explicit plan does.
+                failing = "".join("x" if any(s.site == site and s.fires_at(hit) for s in specs)
+                                  else "." for hit in range(1, 40))
+                assert "x" * (FAULT_COUNT_MAX + 1) not in failing, o
+    assert pairs  # the inputs did put two specs on one site
