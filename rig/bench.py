@@ -182,6 +182,20 @@ def _machine() -> dict:
             "implementation": platform.python_implementation(), "loadavg_1min": load}
 
 
+def _machine_line(machine: dict) -> str:
+    return (f"machine: nproc={machine['nproc']} cpu={machine['cpu']!r} "
+            f"{machine['implementation']} {machine['python']} "
+            f"loadavg(1min)={machine['loadavg_1min']} at start")
+
+
+def _text_printer(as_json: bool):
+    """print for the text report; silent when the report is one JSON object."""
+    def out(line: str) -> None:
+        if not as_json:
+            print(line, flush=True)
+    return out
+
+
 def _build() -> dict:
     """Which core is being measured: the git commit, whether rig/core differs from it,
     and any Cython module whose .pyx/.pxd is newer than its built extension (a stale
@@ -472,11 +486,7 @@ def bench_type1(n: int, out) -> dict:
 # -- the command --------------------------------------------------------------------------
 
 def cmd_core(args) -> int:
-    as_json = args.json
-
-    def out(line: str) -> None:
-        if not as_json:
-            print(line, flush=True)
+    out = _text_printer(args.json)
 
     from rig.core import load_backend
     load_backend("cy")  # fail here, not mid-run, when the extension is not built
@@ -486,9 +496,7 @@ def cmd_core(args) -> int:
     machine = _machine()
     out(f"rig bench core: seed={args.seed} ops={args.ops} bits={args.bits} "
         f"mappings={args.mappings}")
-    out(f"machine: nproc={machine['nproc']} cpu={machine['cpu']!r} "
-        f"{machine['implementation']} {machine['python']} "
-        f"loadavg(1min)={machine['loadavg_1min']} at start")
+    out(_machine_line(machine))
     build = _build()
     dirty = {None: "", False: " (rig/core clean)", True: " + uncommitted rig/core changes"}
     out(f"core: commit {build['commit'] or '?'}{dirty[build['core_dirty']]}")
@@ -507,7 +515,7 @@ def cmd_core(args) -> int:
         return EXIT_FINDING
     report["total_s"] = time.perf_counter() - t0
     out(f"total {report['total_s']:.1f} s")
-    if as_json:
+    if args.json:
         print(json.dumps(report, sort_keys=True))
     return EXIT_OK
 
@@ -591,11 +599,7 @@ def bench_oracle_shares(design: str, n: int, seed: int, out) -> dict:
 def cmd_world(args) -> int:
     from rig.world.designs import DESIGNS
 
-    as_json = args.json
-
-    def out(line: str) -> None:
-        if not as_json:
-            print(line, flush=True)
+    out = _text_printer(args.json)
 
     designs = args.designs or list(DESIGNS)
     unknown = [d for d in designs if d not in DESIGNS]
@@ -606,15 +610,13 @@ def cmd_world(args) -> int:
     machine = _machine()
     out(f"rig bench world: seed={args.seed} inputs={args.inputs} repeats={args.repeats} "
         f"(convert harness, cy backend)")
-    out(f"machine: nproc={machine['nproc']} cpu={machine['cpu']!r} "
-        f"{machine['implementation']} {machine['python']} "
-        f"loadavg(1min)={machine['loadavg_1min']} at start")
+    out(_machine_line(machine))
     report = {"config": {"suite": "world", "seed": args.seed, "inputs": args.inputs,
                          "repeats": args.repeats, "designs": designs},
               "machine": machine, "build": _build()}
     report["designs"] = bench_world(designs, args.inputs, args.seed, args.repeats, out)
     shares_design = "hardened" if "hardened" in designs else designs[0]
     report["oracle"] = bench_oracle_shares(shares_design, args.inputs, args.seed, out)
-    if as_json:
+    if args.json:
         print(json.dumps(report, sort_keys=True))
     return EXIT_OK
