@@ -10,6 +10,17 @@ The system: one RamBlockAttributes; three recording listeners (R0, R2 without do
 discard, R1 with); two VFIO listeners (V0, V1) on one IOMMU backend (type1 with a small
 dma_entry_limit, or iommufd); two standalone containers (D: type1 with a memlock limit and
 a hole in its IOVA ranges; E: iommufd) for direct map/unmap streams; one 300-bit bitmap.
+
+Re-entrancy: the op ``("nest", R, k, op)`` makes recorder R run ``op`` (a register,
+unregister, state change, replay, another nest...) from inside its k-th next callback,
+as a hot-plug on another thread does in QEMU; the nested result goes into R's log.
+
+Observable order: every recorder queries the manager from inside each callback, as
+virtio-mem's users do (``is_populated`` of a populated section, ``replay_populated``
+over a discarded one), and logs what it saw.  Besides the three-way comparison,
+:func:`check_order` turns a wrong order into an :class:`OrderViolation`: a populate
+notification that finds its blocks still discarded (bitmap set *after* notifying), or a
+state change's discard notification that finds them still populated.
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ from rig.errors import EBUSY, EFAULT, EIO, ENOMEM, ENOSPC, EPERM
 from rig.model import ModelIommu, ModelRamBlockAttributes, ModelVfioListener
 
 RECORDERS = ("R0", "R1", "R2")
+# Ops a callback may run nested: the manager's own (a nest may nest again).
+NESTABLE = ("register", "unregister", "state_change", "replay", "is_populated", "arm", "nest")
 VFIOS = ("V0", "V1")
 LISTENERS = RECORDERS + VFIOS
 CONTAINERS = ("D", "E")
@@ -61,21 +74,52 @@ class DifferentialMismatch(AssertionError):
         self.what = what
 
 
+class OrderViolation(DifferentialMismatch):
+    """A listener saw the manager's state disagree with what it was being told: the
+    bitmap is updated after the notification instead of before (DESIGN.md 2.2)."""
+
+    def __init__(self, index: int, op: tuple, impl: str, entry: tuple, rule: str):
+        super().__init__(index, op, "order", {impl: entry, "rule": rule})
+        self.impl = impl
+        self.entry = entry
+        self.rule = rule
+
+
 def _recorder_class(base):
     class Recorder(base):
-        def __init__(self, double_discard: bool):
+        """Logs each call with what the manager showed it at that moment; may refuse
+        its next populate (``armed``) and may run a nested op (``nest``)."""
+
+        def __init__(self, double_discard: bool, system: "_System"):
             super().__init__()
             self.double_discard_supported = double_discard
+            self.system = system
             self.log: list = []
             self.armed = 0
+            self.nest = None  # [callbacks left, op]
 
         def notify_populate(self, section):
             ret, self.armed = self.armed, 0
-            self.log.append(("populate", tuple(section), ret))
+            seen = self.system.rba.is_populated(section)
+            self.log.append(("populate", tuple(section), ret, seen))
+            self._maybe_nest()
             return ret
 
         def notify_discard(self, section):
-            self.log.append(("discard", tuple(section)))
+            runs = []
+            self.system.rba.replay_populated(section, lambda s: runs.append(tuple(s)) or 0)
+            self.log.append(("discard", tuple(section), not runs))
+            self._maybe_nest()
+
+        def _maybe_nest(self):
+            if self.nest is None:
+                return
+            self.nest[0] -= 1
+            if self.nest[0] > 0:
+                return
+            op, self.nest = self.nest[1], None
+            self.system.nests_fired += 1
+            self.log.append(("nested", op, _call(self.system, op)))
 
     return Recorder
 
@@ -146,10 +190,11 @@ class _System:
                 "E": b.IommufdIoas(memlock_limit=E_MEMLOCK_PAGES * 0x1000),
             }
             self.bitmap = b.Bitmap(BITMAP_BITS)
+        self.nests_fired = 0
         self.listeners = {
-            "R0": recorder(False),
-            "R1": recorder(True),
-            "R2": recorder(False),
+            "R0": recorder(False, self),
+            "R1": recorder(True, self),
+            "R2": recorder(False, self),
             "V0": vfio(self.container, cfg.block_size, vaddr_base=0x7F0000000000),
             "V1": vfio(self.container, cfg.block_size, vaddr_base=0x7F0000000000),
         }
@@ -167,6 +212,9 @@ class _System:
             return rba.state_change(op[1], op[2], op[3])
         if kind == "arm":
             self.listeners[op[1]].armed = op[2]
+            return None
+        if kind == "nest":
+            self.listeners[op[1]].nest = [op[2], op[3]]
             return None
         if kind == "replay":
             _, populated, offset, size, fail_at = op
@@ -222,14 +270,38 @@ def _call(system: _System, op: tuple):
         return ("raise", type(exc).__name__ if not isinstance(exc, OverflowError) else "ValueError")
 
 
+def check_order(system: _System, index: int, op: tuple, marks: dict, nests: int) -> None:
+    """The ordering oracle over the recorder log entries ``op`` added (``marks``: each
+    log's length before it).  Judged only when no nested op ran: a nested conversion
+    legitimately changes the state under a walk that is still going on."""
+    if system.nests_fired != nests:
+        return
+    state_discard = op[0] == "state_change" and op[3]
+    for name in RECORDERS:
+        for entry in system.listeners[name].log[marks[name]:]:
+            if entry[0] == "populate" and not entry[3]:
+                raise OrderViolation(index, op, system.impl, (name,) + entry,
+                                     "a populate notification finds its blocks discarded:"
+                                     " the bitmap must be set before listeners are told")
+            if entry[0] == "discard" and state_discard and not entry[2]:
+                raise OrderViolation(index, op, system.impl, (name,) + entry,
+                                     "a discard notification finds its blocks populated:"
+                                     " the bitmap must be cleared before listeners are told")
+
+
 def run(ops, cfg: CoreConfig = CoreConfig(), impls=("cy", "pure", "model")) -> int:
     """Apply ``ops`` to every implementation; raise DifferentialMismatch on the first
-    difference.  Returns the number of ops applied."""
+    difference (OrderViolation on a wrong notification order).  Returns the number of
+    ops applied."""
     systems = [_System(impl, cfg) for impl in impls]
     for index, op in enumerate(ops):
+        marks = {s.impl: {n: len(s.listeners[n].log) for n in RECORDERS} for s in systems}
+        nests = {s.impl: s.nests_fired for s in systems}
         results = {s.impl: _call(s, op) for s in systems}
         if len({repr(r) for r in results.values()}) > 1:
             raise DifferentialMismatch(index, op, "result", results)
+        for s in systems:
+            check_order(s, index, op, marks[s.impl], nests[s.impl])
         states = {s.impl: s.state() for s in systems}
         first = states[impls[0]]
         for key in first:
@@ -266,7 +338,13 @@ def random_op(draw, cfg: CoreConfig) -> tuple:
             return (1 << 64) - bs
         return value
 
-    kind = draw(20)
+    kind = draw(22)
+    if kind >= 20:
+        # A nested op run from inside a recorder's callback: one of the manager's ops.
+        nested = random_op(draw, cfg)
+        while nested[0] not in NESTABLE:
+            nested = random_op(draw, cfg)
+        return ("nest", RECORDERS[draw(len(RECORDERS))], 1 + draw(3), nested)
     if kind < 3:
         offset, size = block_range()
         return ("register", LISTENERS[draw(len(LISTENERS))], odd(offset), size,
@@ -300,7 +378,7 @@ def random_op(draw, cfg: CoreConfig) -> tuple:
 def selftest_configs() -> list[CoreConfig]:
     return [
         CoreConfig(nblocks=n, block_size=bs, rollback=rb, iommu=io, dma_entry_limit=lim)
-        for rb in ("none", "listeners", "full")
+        for rb in ("none", "listeners", "full", "sources")
         for io, lim in (("type1", 12), ("iommufd", 0))
         for n, bs in ((32, 0x1000), (70, 0x2000))
     ]

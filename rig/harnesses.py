@@ -159,7 +159,7 @@ class CoreHarness(Harness):
         r = Reader(data)
         cfg = CoreConfig(nblocks=(8, 24, 67, 130)[r.below(4)],
                          block_size=(0x1000, 0x2000)[r.below(2)],
-                         rollback=("none", "listeners", "full")[r.below(3)],
+                         rollback=("none", "listeners", "full", "sources")[r.below(4)],
                          iommu=("type1", "iommufd")[r.below(2)],
                          dma_entry_limit=(2, 6, 12, 64)[r.below(4)])
         ops = []

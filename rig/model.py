@@ -16,17 +16,27 @@ U64 = 1 << 64
 
 
 def intersect(section: MemoryRegionSection, offset: int, size: int):
-    """memory_region_section_intersect_range(), with unbounded ints."""
+    """memory_region_section_intersect_range(): ends compared as unbounded ints (QEMU's
+    Int128); the address-space offset is a uint64 hwaddr and wraps mod 2^64."""
     start = max(section.offset_within_region, offset)
     end = min(section.offset_within_region + section.size, offset + size)
     if end <= start:
         return None
-    return MemoryRegionSection(start, end - start, section.offset_within_address_space
-                               + start - section.offset_within_region)
+    return MemoryRegionSection(start, end - start, (section.offset_within_address_space
+                                                    + start - section.offset_within_region) % U64)
 
 
 class ModelRamBlockAttributes:
-    """DESIGN.md 2.2.  Listeners are any objects with notify_populate/notify_discard."""
+    """DESIGN.md 2.2.  Listeners are any objects with notify_populate/notify_discard.
+
+    The listener list is a plain Python list of (listener, section), newest first, and
+    every walk over it follows the rule of QEMU's QLIST_FOREACH, stated directly
+    instead of by pointers: *after a callback returns, the next listener is the one
+    that follows the current listener in the list as it is now; if the current
+    listener is no longer in the list, the walk ends* (QLIST_REMOVE sets its next to
+    NULL).  So removing another listener is safe, one inserted at the head is not
+    visited, and a rollback walk that does not meet the failing listener runs to the end.
+    """
 
     def __init__(self, region_size: int, block_size: int, rollback: str = "none"):
         self.region_size = region_size
@@ -47,27 +57,57 @@ class ModelRamBlockAttributes:
         return list(range(offset // self.block_size, (offset + size) // self.block_size))
 
     def is_populated(self, section) -> bool:
-        if not self.is_valid_range(section[0], section[1]):
+        """Blocks offset // bs .. + size // bs, all shared.  No blocks: True, except at
+        block 0, where the C's unsigned last_bit wraps.  Past the region's end: False."""
+        first, count = section[0] // self.block_size, section[1] // self.block_size
+        if count == 0:
+            return first != 0
+        if first + count > self.region_size // self.block_size:
             return False
-        return all(b in self.shared for b in self.blocks(section[0], section[1]))
+        return all(b in self.shared for b in range(first, first + count))
+
+    def position(self, rdl):
+        """Where ``rdl`` is in the list now (None: not registered)."""
+        for i, (r, _) in enumerate(self.entries):
+            if r is rdl:
+                return i
+        return None
+
+    def walk(self):
+        """QLIST_FOREACH over the live list: yields (listener, its section now)."""
+        i = 0
+        while i < len(self.entries):
+            rdl, section = self.entries[i]
+            yield rdl, section
+            i = self.position(rdl)
+            if i is None:
+                return
+            i += 1
 
     def notify_populate(self, offset: int, size: int) -> int:
-        told = []
-        for rdl, section in self.entries:
+        ret, failing = 0, None
+        for rdl, section in self.walk():
             part = intersect(section, offset, size)
             if part is None:
                 continue
             ret = rdl.notify_populate(part)
             if ret:
-                if self.rollback in ("listeners", "full"):
-                    for done, done_part in told:
-                        done.notify_discard(done_part)
-                return ret
-            told.append((rdl, part))
-        return 0
+                failing = rdl
+                break
+        if ret and self.rollback != "none":
+            # From the head up to the failing listener; "sources" includes it.
+            for rdl, section in self.walk():
+                if rdl is failing and self.rollback != "sources":
+                    break
+                part = intersect(section, offset, size)
+                if part is not None:
+                    rdl.notify_discard(part)
+                if rdl is failing:
+                    break
+        return ret
 
     def notify_discard(self, offset: int, size: int) -> None:
-        for rdl, section in self.entries:
+        for rdl, section in self.walk():
             part = intersect(section, offset, size)
             if part is not None:
                 rdl.notify_discard(part)
@@ -110,8 +150,9 @@ class ModelRamBlockAttributes:
                 if self.rollback == "full":
                     self.shared.discard(b)
                     for d in reversed(done):
-                        self.shared.discard(d)
-                        self.notify_discard(d * bs, bs)
+                        if d in self.shared:  # not already undone by a nested call
+                            self.shared.discard(d)
+                            self.notify_discard(d * bs, bs)
                 return ret
             done.append(b)
         return 0
@@ -152,17 +193,18 @@ class ModelRamBlockAttributes:
         return self.for_each(section, True, rdl.notify_populate)
 
     def unregister_listener(self, rdl) -> int:
-        for i, (r, section) in enumerate(self.entries):
-            if r is rdl:
-                break
-        else:
+        i = self.position(rdl)
+        if i is None:
             return -ENOENT
-        if getattr(rdl, "double_discard_supported", False):
-            rdl.notify_discard(section)
+        section = self.entries[i][1]
+        if getattr(rdl, "double_discard_supported", False) or self.rollback != "none":
+            rdl.notify_discard(section)  # the 2026 managers: always the whole section
         else:
             self.for_each(section, True, lambda part: rdl.notify_discard(part) or 0)
-        del self.entries[i]
-        rdl.section = None
+        i = self.position(rdl)  # the callback may have changed the list
+        if i is not None:
+            del self.entries[i]
+            rdl.section = None
         return 0
 
     def replay_populated(self, section, fn) -> int:
@@ -174,6 +216,9 @@ class ModelRamBlockAttributes:
 
 class ModelIommu:
     """DESIGN.md 2.5 (``kind="type1"``) and 2.6 (``kind="iommufd"``), with a plain dict."""
+
+    #: the host kernel's PAGE_SIZE: iommufd checks uptr and bounds length in host pages
+    HOST_PAGE_SIZE = 0x1000
 
     def __init__(self, kind: str, dma_entry_limit: int = 65535, pgsize: int = 0x1000,
                  iova_ranges=None, memlock_limit: int | None = None):

@@ -21,7 +21,8 @@ class MemoryRegionSection(NamedTuple):
         """memory_region_section_intersect_range(): clip to ``[offset, offset+size)``.
 
         Returns the clipped section, or None when the intersection is empty (end <= start),
-        which is the case a listener must be skipped for.
+        which is the case a listener must be skipped for.  Ends are compared unbounded
+        (QEMU's Int128); the address-space offset is a uint64 hwaddr, so it wraps.
         """
         start = max(self.offset_within_region, offset)
         end = min(self.offset_within_region + self.size, offset + size)
@@ -30,7 +31,8 @@ class MemoryRegionSection(NamedTuple):
         return MemoryRegionSection(
             start,
             end - start,
-            self.offset_within_address_space + (start - self.offset_within_region),
+            (self.offset_within_address_space + (start - self.offset_within_region))
+            & 0xFFFF_FFFF_FFFF_FFFF,
         )
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ IMPLS = tuple(BACKENDS) + ("model",)
 
 CONFIGS = [
     CoreConfig(rollback=rb, iommu=io, dma_entry_limit=lim, nblocks=n, block_size=bs)
-    for rb in ("none", "listeners", "full")
+    for rb in ("none", "listeners", "full", "sources")
     for io, lim in (("type1", 6), ("iommufd", 0))
     for n, bs in ((24, 0x1000), (67, 0x2000))
 ]

@@ -12,6 +12,7 @@ cdef enum RamBlockAttributesRollback:
     RBA_ROLLBACK_NONE = 0       # QEMU 10.1
     RBA_ROLLBACK_LISTENERS = 1  # 2026 RamDiscardManager
     RBA_ROLLBACK_FULL = 2       # listeners + bitmap (the rig's hardened manager)
+    RBA_ROLLBACK_SOURCES = 3    # multi-source RamDiscardManager: the failing listener too
 
 ctypedef int (*ram_block_attributes_section_cb)(MemoryRegionSection *section, void *arg) except? -2147483647
 
@@ -40,6 +41,8 @@ cdef class RamBlockAttributes:
     cdef RamDiscardListener rdl_list
 
     cdef bint c_is_valid_range(self, uint64_t offset, uint64_t size) noexcept
+    cdef bint _on_list(self, RamDiscardListener rdl)
+    cdef void _list_remove(self, RamDiscardListener rdl)
     cdef bint c_is_range_populated(self, uint64_t offset, uint64_t size) noexcept
     cdef bint c_is_range_discarded(self, uint64_t offset, uint64_t size) noexcept
     cdef int c_notify_populate(self, uint64_t offset, uint64_t size) except? -2147483647

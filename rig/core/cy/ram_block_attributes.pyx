@@ -10,11 +10,10 @@ no Python on the path); Python subclasses override ``notify_populate``/``notify_
 """
 
 from libc.stdint cimport uint64_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.stdlib cimport calloc, free
 
 from rig.core.cy.bitmap cimport (Bitmap, bitmap_clear, bitmap_set, clear_bit,
-                                 find_next_bit, find_next_zero_bit, set_bit)
+                                 find_next_bit, find_next_zero_bit, set_bit, test_bit)
 from rig.core.types import MemoryRegionSection as PyMemoryRegionSection
 
 from libc.errno cimport EINVAL, ENOENT
@@ -22,7 +21,7 @@ from libc.errno cimport EINVAL, ENOENT
 cdef extern from *:
     ctypedef unsigned long long u128 "unsigned __int128"
 
-ROLLBACK_POLICIES = ("none", "listeners", "full")
+ROLLBACK_POLICIES = ("none", "listeners", "full", "sources")  # append-only: ids are bytes
 
 # Coverage marks: counters of rare paths, read by tests (STYLE.md "coverage marks").
 cdef enum:
@@ -208,35 +207,52 @@ cdef class RamBlockAttributes:
         return self.c_is_range_discarded(offset, size)
 
     def is_populated(self, section):
-        """ram_block_attributes_rdm_is_populated(): no discarded block in the section
-        (False for a section that is not a valid range: QEMU asserts)."""
-        if not self.c_is_valid_range(section[0], section[1]):
+        """ram_block_attributes_rdm_is_populated(): no discarded block in the section's
+        block range, computed as the C does: the offset rounds down, the size truncates,
+        and ``last_bit`` is unsigned, so a zero-size section is vacuously populated
+        except at block 0 (``last_bit`` wraps to ULONG_MAX).  A scan that would read
+        past the bitmap's end (undefined in the C) is False."""
+        cdef uint64_t offset = section[0]
+        cdef uint64_t size = section[1]
+        cdef uint64_t first_bit = offset // self.block_size
+        cdef uint64_t last_bit = first_bit + size // self.block_size - 1
+        if first_bit < last_bit + 1 and last_bit + 1 > self.bitmap_size:
             return False
-        return self.c_is_range_populated(section[0], section[1])
+        return find_next_zero_bit(self.bitmap.words, last_bit + 1, first_bit) > last_bit
 
     # -- notification --------------------------------------------------------------------
     cdef int c_notify_populate(self, uint64_t offset, uint64_t size) except? -2147483647:
+        """QLIST_FOREACH walks: the next listener is read from the current one *after*
+        its callback returns, so a callback may unregister any listener (one that
+        unregisters itself ends the walk, its next being NULL), and a listener inserted
+        at the head meanwhile is not visited.  The rollback walk starts again at the
+        head and ends at the failing listener, or at NULL if that one is gone."""
         cdef RamDiscardListener rdl = self.rdl_list
         cdef RamDiscardListener done
         cdef MemoryRegionSection tmp
-        cdef int ret
+        cdef int ret = 0
         while rdl is not None:
             tmp = rdl.rdl_section
             if memory_region_section_intersect_range(&tmp, offset, size):
                 ret = rdl._notify_populate(&tmp)
                 if ret:
-                    if self.rollback_policy != RBA_ROLLBACK_NONE:
-                        # Every listener before the failing one, with its own section.
-                        marks[MARK_NOTIFY_ROLLBACK] += 1
-                        done = self.rdl_list
-                        while done is not rdl:
-                            tmp = done.rdl_section
-                            if memory_region_section_intersect_range(&tmp, offset, size):
-                                done._notify_discard(&tmp)
-                            done = done.next
-                    return ret
+                    break
             rdl = rdl.next
-        return 0
+        if ret and self.rollback_policy != RBA_ROLLBACK_NONE:
+            # Every listener before the failing one (the multi-source manager: and the
+            # failing one too), each with its own clipped section.
+            marks[MARK_NOTIFY_ROLLBACK] += 1
+            done = self.rdl_list
+            while done is not None:
+                if done is rdl and self.rollback_policy != RBA_ROLLBACK_SOURCES:
+                    break
+                tmp = done.rdl_section
+                if memory_region_section_intersect_range(&tmp, offset, size):
+                    done._notify_discard(&tmp)
+                if done is rdl:
+                    break
+                done = done.next
+        return ret
 
     cdef int c_notify_discard(self, uint64_t offset, uint64_t size) except -1:
         cdef RamDiscardListener rdl = self.rdl_list
@@ -266,7 +282,7 @@ cdef class RamBlockAttributes:
         cdef uint64_t block_size = self.block_size
         cdef uint64_t first_bit, nbits, end_bit, bit, i
         cdef uint64_t *words
-        cdef uint64_t *before = NULL
+        cdef uint64_t *mine = NULL
         cdef bint is_discarded, is_populated
         cdef int ret = 0
 
@@ -308,33 +324,35 @@ cdef class RamBlockAttributes:
         # Unexpected mixture: process individual blocks.
         marks[MARK_MIXTURE] += 1
         if self.rollback_policy == RBA_ROLLBACK_FULL:
-            # Keep the prior bits of the words the range touches, to undo exactly them.
-            before = <uint64_t *>malloc(((end_bit - 1) // 64 - first_bit // 64 + 1) * 8)
-            if before == NULL:
+            # The blocks this call sets (bit i - first_bit), to undo exactly them: a
+            # listener may convert other blocks of the range from inside its callback.
+            mine = <uint64_t *>calloc((nbits + 63) // 64, 8)
+            if mine == NULL:
                 raise MemoryError()
-            memcpy(before, &words[first_bit // 64], ((end_bit - 1) // 64 - first_bit // 64 + 1) * 8)
         try:
             bit = find_next_zero_bit(words, end_bit, first_bit)
             while bit < end_bit:
                 set_bit(bit, words)
+                if mine != NULL:
+                    set_bit(bit - first_bit, mine)
                 ret = self.c_notify_populate(bit * block_size, block_size)
                 if ret:
                     break
                 bit = find_next_zero_bit(words, end_bit, bit + 1)
-            if ret and before != NULL:
+            if ret and mine != NULL:
                 # The failing block's listeners were rolled back by notify_populate; undo
                 # the blocks that succeeded, newest first, so every listener and bit is as
-                # before.
+                # before.  A block a nested call cleared meanwhile is already undone.
                 marks[MARK_FULL_ROLLBACK] += 1
                 clear_bit(bit, words)
                 i = bit
                 while i > first_bit:
                     i -= 1
-                    if not ((before[i // 64 - first_bit // 64] >> (i & 63)) & 1):
+                    if test_bit(i - first_bit, mine) and test_bit(i, words):
                         clear_bit(i, words)
                         self.c_notify_discard(i * block_size, block_size)
         finally:
-            free(before)
+            free(mine)
         return ret
 
     def state_change(self, uint64_t offset, uint64_t size, bint to_discard):
@@ -366,8 +384,9 @@ cdef class RamBlockAttributes:
         rdl.registered = True
         rdl.next = self.rdl_list
         self.rdl_list = rdl
-        return self.for_each_populated_section(&rdl.rdl_section, <void *>rdl,
-                                               _notify_populate_cb)
+        # QEMU replays over the caller's section, not over rdl->section: a callback that
+        # unregisters (or re-registers) the listener does not change the walk.
+        return self.for_each_populated_section(&s, <void *>rdl, _notify_populate_cb)
 
     def unregister_listener(self, RamDiscardListener rdl not None):
         """ram_block_attributes_rdm_unregister_listener(): discard, then remove.
@@ -375,23 +394,43 @@ cdef class RamBlockAttributes:
         One discard of the whole section when the listener supports double discard (VFIO
         does), else one per populated run.  Returns 0, or -ENOENT if not registered.
         """
+        cdef MemoryRegionSection s, tmp
+        if not rdl.registered or not self._on_list(rdl):
+            return -ENOENT
+        s = rdl.rdl_section
+        if rdl.double_discard_supported or self.rollback_policy != RBA_ROLLBACK_NONE:
+            # The 2026 manager discards the whole section whatever the listener supports.
+            tmp = s
+            rdl._notify_discard(&tmp)
+        else:
+            self.for_each_populated_section(&s, <void *>rdl, _notify_discard_cb)
+        # QLIST_REMOVE goes through le_prev, which is current whatever the callback did
+        # to the list: find the predecessor only now.  A callback that already removed
+        # the listener leaves nothing to remove (in QEMU, a double QLIST_REMOVE).
+        self._list_remove(rdl)
+        return 0
+
+    cdef bint _on_list(self, RamDiscardListener rdl):
+        cdef RamDiscardListener cur = self.rdl_list
+        while cur is not None:
+            if cur is rdl:
+                return True
+            cur = cur.next
+        return False
+
+    cdef void _list_remove(self, RamDiscardListener rdl):
         cdef RamDiscardListener prev = None
         cdef RamDiscardListener cur = self.rdl_list
         while cur is not None and cur is not rdl:
             prev, cur = cur, cur.next
         if cur is None:
-            return -ENOENT
-        if rdl.double_discard_supported:
-            rdl._notify_discard(&rdl.rdl_section)
-        else:
-            self.for_each_populated_section(&rdl.rdl_section, <void *>rdl, _notify_discard_cb)
+            return
         if prev is None:
             self.rdl_list = rdl.next
         else:
             prev.next = rdl.next
         rdl.next = None
         rdl.registered = False
-        return 0
 
     def replay_populated(self, section, replay_fn):
         """ram_block_attributes_rdm_replay_populated(): ``replay_fn(section)`` per run."""

@@ -12,6 +12,15 @@ Rollback policies on a populate failure (``rollback=``):
                gets ``notify_discard`` of its own clipped section; the bitmap stays set.
 ``full``       the rig's hardened manager: listeners rolled back and the bitmap restored to
                exactly its prior bits, including the per-block "mixture" case.
+``sources``    the multi-source RamDiscardManager (2026, system/memory.c): as
+               ``listeners``, but the rollback also discards the failing listener, which
+               may have been partially notified.
+
+With every policy but ``none`` (the 2026 managers), ``unregister_listener`` sends one
+discard of the whole section whether or not the listener supports double discard.
+
+The listener list is intrusive (``rdl._rdl_next``) and walked as QLIST_FOREACH walks it:
+the next listener is read from the current one after its callback returns.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from rig.core.pure.bitmap import Bitmap
 from rig.core.types import MemoryRegionSection
 from rig.errors import EINVAL, ENOENT
 
-ROLLBACK_POLICIES = ("none", "listeners", "full")
+ROLLBACK_POLICIES = ("none", "listeners", "full", "sources")  # append-only
 U64_MAX = (1 << 64) - 1
 
 _MARKS: Counter = Counter()
@@ -45,6 +54,8 @@ class RamDiscardListener:
     """
 
     double_discard_supported = False
+    #: QLIST_ENTRY(RamDiscardListener) next
+    _rdl_next: "RamDiscardListener | None" = None
 
     def __init__(self) -> None:
         self.section: MemoryRegionSection | None = None
@@ -77,11 +88,15 @@ class RamBlockAttributes:
         self.rollback = rollback
         self.bitmap_size = region_size // block_size
         self.bitmap = Bitmap(self.bitmap_size)
-        self._rdl_list: list[RamDiscardListener] = []
+        self._rdl_head: RamDiscardListener | None = None
 
     def destroy(self) -> None:
         """ram_block_attributes_destroy(): drop the bitmap and every listener."""
-        self._rdl_list = []
+        rdl = self._rdl_head
+        while rdl is not None:
+            rdl.section = None
+            rdl, rdl._rdl_next = rdl._rdl_next, None
+        self._rdl_head = None
         self.bitmap = Bitmap(0)
         self.bitmap_size = 0
         self.region_size = 0
@@ -96,7 +111,12 @@ class RamBlockAttributes:
 
     def listeners(self) -> list:
         """Registered listeners in notification order (newest first)."""
-        return list(self._rdl_list)
+        out = []
+        rdl = self._rdl_head
+        while rdl is not None:
+            out.append(rdl)
+            rdl = rdl._rdl_next
+        return out
 
     def is_valid_range(self, offset: int, size: int) -> bool:
         """ram_block_attributes_is_valid_range(): block-aligned, no wrap, inside the region."""
@@ -126,11 +146,17 @@ class RamBlockAttributes:
         return self.bitmap.find_next_bit(last_bit + 1, first_bit) > last_bit
 
     def is_populated(self, section: MemoryRegionSection) -> bool:
-        """ram_block_attributes_rdm_is_populated(): no discarded block in the section
-        (False for a section that is not a valid range: QEMU asserts)."""
-        if not self.is_valid_range(section[0], section[1]):
+        """ram_block_attributes_rdm_is_populated(): no discarded block in the section's
+        block range, computed as the C does: the offset rounds down, the size truncates,
+        and ``last_bit`` is unsigned, so a zero-size section is vacuously populated
+        except at block 0 (``last_bit`` wraps to ULONG_MAX).  A scan that would read
+        past the bitmap's end (undefined in the C) is False."""
+        first_bit = section[0] // self.block_size
+        last_bit = (first_bit + section[1] // self.block_size - 1) & U64_MAX
+        end = (last_bit + 1) & U64_MAX
+        if first_bit < end and end > self.bitmap_size:
             return False
-        return self.is_range_populated(section[0], section[1])
+        return self.bitmap.find_next_zero_bit(end, first_bit) > last_bit
 
     # -- notification --------------------------------------------------------------------
     def notify_populate(self, offset: int, size: int) -> int:
@@ -140,28 +166,39 @@ class RamBlockAttributes:
         other than ``none``, the listeners already told get ``notify_discard`` of their own
         clipped section before the error is returned.
         """
-        notified = []
-        for rdl in self._rdl_list:
+        ret = 0
+        rdl = self._rdl_head
+        while rdl is not None:
             tmp = rdl.section.intersect_range(offset, size)
-            if tmp is None:
-                continue
-            ret = rdl.notify_populate(tmp)
-            if ret:
-                if self.rollback != "none":
-                    _MARKS["notify_populate.rollback"] += 1
-                    for done_rdl, done_section in notified:
-                        done_rdl.notify_discard(done_section)
-                return ret
-            notified.append((rdl, tmp))
-        return 0
+            if tmp is not None:
+                ret = rdl.notify_populate(tmp)
+                if ret:
+                    break
+            rdl = rdl._rdl_next
+        if ret and self.rollback != "none":
+            # From the head to the failing listener (``sources``: including it), or to
+            # the end if a callback removed it.
+            _MARKS["notify_populate.rollback"] += 1
+            done = self._rdl_head
+            while done is not None:
+                if done is rdl and self.rollback != "sources":
+                    break
+                tmp = done.section.intersect_range(offset, size)
+                if tmp is not None:
+                    done.notify_discard(tmp)
+                if done is rdl:
+                    break
+                done = done._rdl_next
+        return ret
 
     def notify_discard(self, offset: int, size: int) -> None:
         """ram_block_attributes_notify_discard(): tell every listener; cannot fail."""
-        for rdl in self._rdl_list:
+        rdl = self._rdl_head
+        while rdl is not None:
             tmp = rdl.section.intersect_range(offset, size)
-            if tmp is None:
-                continue
-            rdl.notify_discard(tmp)
+            if tmp is not None:
+                rdl.notify_discard(tmp)
+            rdl = rdl._rdl_next
 
     # -- conversion ----------------------------------------------------------------------
     def state_change(self, offset: int, size: int, to_discard: bool) -> int:
@@ -223,11 +260,13 @@ class RamBlockAttributes:
         if ret and self.rollback == "full":
             # The failing block's listeners were rolled back by notify_populate; undo the
             # blocks that succeeded, newest first, so every listener and bit is as before.
+            # A block a nested call cleared meanwhile is already undone.
             _MARKS["state_change.full_rollback"] += 1
             bitmap.clear_bit(bit)
             for done in reversed(populated_bits):
-                bitmap.clear_bit(done)
-                self.notify_discard(done * block_size, block_size)
+                if bitmap.test_bit(done):
+                    bitmap.clear_bit(done)
+                    self.notify_discard(done * block_size, block_size)
         return ret
 
     # -- listeners -----------------------------------------------------------------------
@@ -244,9 +283,10 @@ class RamBlockAttributes:
             return -EINVAL
         if not self.is_valid_range(section.offset_within_region, section.size):
             return -EINVAL
-        rdl.section = MemoryRegionSection(*section)
-        self._rdl_list.insert(0, rdl)
-        return self._for_each_populated_section(rdl.section, rdl.notify_populate)
+        rdl.section = section = MemoryRegionSection(*section)
+        rdl._rdl_next, self._rdl_head = self._rdl_head, rdl
+        # Replayed over the caller's section (a local), whatever a callback does to rdl.
+        return self._for_each_populated_section(section, rdl.notify_populate)
 
     def unregister_listener(self, rdl: RamDiscardListener) -> int:
         """ram_block_attributes_rdm_unregister_listener(): discard, then remove.
@@ -254,15 +294,30 @@ class RamBlockAttributes:
         One discard of the whole section when the listener supports double discard (VFIO
         does), else one per populated run.  Returns 0, or -ENOENT if not registered.
         """
-        if rdl not in self._rdl_list:
+        if not any(r is rdl for r in self.listeners()):
             return -ENOENT
-        if rdl.double_discard_supported:
-            rdl.notify_discard(rdl.section)
+        section = rdl.section
+        if rdl.double_discard_supported or self.rollback != "none":
+            rdl.notify_discard(section)
         else:
-            self._for_each_populated_section(rdl.section, _discard_cb(rdl))
-        rdl.section = None
-        self._rdl_list.remove(rdl)
+            self._for_each_populated_section(section, _discard_cb(rdl))
+        # The predecessor is looked up only now (QLIST_REMOVE's le_prev is current); a
+        # callback that already removed the listener leaves nothing to remove.
+        self._list_remove(rdl)
         return 0
+
+    def _list_remove(self, rdl: RamDiscardListener) -> None:
+        prev, cur = None, self._rdl_head
+        while cur is not None and cur is not rdl:
+            prev, cur = cur, cur._rdl_next
+        if cur is None:
+            return
+        if prev is None:
+            self._rdl_head = rdl._rdl_next
+        else:
+            prev._rdl_next = rdl._rdl_next
+        rdl._rdl_next = None
+        rdl.section = None
 
     def replay_populated(self, section: MemoryRegionSection, replay_fn) -> int:
         """ram_block_attributes_rdm_replay_populated(): ``replay_fn(section)`` per run."""
