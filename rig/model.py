@@ -272,34 +272,76 @@ class ModelIommu:
             return -EPERM
         return m.frames[(iova - m.iova) // self.pgsize]
 
-    def map_dma(self, iova: int, size: int, vaddr, readonly: bool = False) -> int:
+    def _overlaps(self, iova: int, size: int) -> bool:
+        return any(iova < m.iova + m.size and m.iova < iova + size for m in self.maps.values())
+
+    def _check_map_type1(self, iova: int, size: int, va: int) -> int:
+        """vfio_dma_do_map(), in order."""
         pg = self.pgsize
-        va = vaddr if isinstance(vaddr, int) else 0
         if size == 0 or size % pg or iova % pg or va % pg:
             return -EINVAL
         if iova + size > U64 or va + size > U64:
-            return -EINVAL if self.kind == "type1" else -EOVERFLOW
-        for m in self.maps.values():
-            if iova < m.iova + m.size and m.iova < iova + size:
-                return -EEXIST
-        if self.kind == "type1":
-            if self.dma_avail == 0:
-                return -ENOSPC
-            if not any(s <= iova and iova + size - 1 <= e for s, e in self.iova_ranges):
-                return -EINVAL
+            return -EINVAL
+        if self._overlaps(iova, size):
+            return -EEXIST
+        if self.dma_avail == 0:
+            return -ENOSPC
+        if not any(s <= iova and iova + size - 1 <= e for s, e in self.iova_ranges):
+            return -EINVAL
+        return 0
+
+    def _check_map_iommufd(self, iova: int, size: int, va: int) -> int:
+        """IOMMU_IOAS_MAP, in order: iommufd_ioas_map() (iova or length >= ULONG_MAX),
+        iopt_alloc_user_pages() (uptr + length overflows; an end at 2^64 does),
+        iopt_alloc_pages() (length 0 or > SIZE_MAX - PAGE_SIZE), iopt_alloc_area_pages()
+        (length alignment), iopt_check_iova() (iova alignment, iova overflow, overlap),
+        iopt_insert_area() (uptr's offset in its host page)."""
+        pg = self.pgsize
+        if iova >= U64 - 1 or size >= U64 - 1:
+            return -EOVERFLOW
+        if va + size >= U64:
+            return -EOVERFLOW
+        if size == 0 or size > U64 - 1 - self.HOST_PAGE_SIZE:
+            return -EINVAL
+        if size % pg:
+            return -EINVAL
+        if iova % pg:
+            return -EINVAL
+        if iova + size > U64:
+            return -EOVERFLOW
+        if self._overlaps(iova, size):
+            return -EEXIST
+        if va % pg:  # iopt_insert_area() (for pgsize > 4 KiB: iommu_map() at fill time)
+            return -EINVAL
+        return 0
+
+    def map_dma(self, iova: int, size: int, vaddr, readonly: bool = False) -> int:
+        pg = self.pgsize
+        va = vaddr if isinstance(vaddr, int) else 0
+        check = self._check_map_type1 if self.kind == "type1" else self._check_map_iommufd
+        ret = check(iova, size, va)
+        if ret:
+            return ret
         ret, _ = self._fault(self.site_map)
         if ret:
             return ret
+        # Pin first, then account RLIMIT_MEMLOCK (vfio_pin_pages_remote(); iommufd's
+        # pfn_reader then incr_user_locked_vm()): a pin error wins over -ENOMEM, and
+        # -ENOMEM puts back the pins it took.
         npages = size // pg
-        if self.memlock_limit is not None and (self.locked_vm + npages) * pg > self.memlock_limit:
+        over = self.memlock_limit is not None and \
+            (self.locked_vm + npages) * pg > self.memlock_limit
+        if isinstance(vaddr, int) and self.pinner is not None:
+            frames = self.pinner.pin_pages(vaddr, npages)
+            if isinstance(frames, int):
+                return frames
+            if over:
+                self.pinner.unpin_pages(tuple(frames))
+                return -ENOMEM
+        elif over:
             return -ENOMEM
-        if isinstance(vaddr, int):
-            if self.pinner is not None:
-                frames = self.pinner.pin_pages(vaddr, npages)
-                if isinstance(frames, int):
-                    return frames
-            else:
-                frames = [vaddr // pg + i for i in range(npages)]
+        elif isinstance(vaddr, int):
+            frames = [vaddr // pg + i for i in range(npages)]
         else:
             frames = list(vaddr)
         self.maps[iova] = IommuMapping(iova, size, tuple(frames), bool(readonly))
@@ -375,13 +417,16 @@ class ModelVfioListener:
         self.discard_errors: list = []
 
     def notify_populate(self, section) -> int:
-        iova = section.offset_within_address_space
-        start = iova
-        end = iova + section.size
+        """vfio_ram_discard_notify_populate(): chunks aligned within the memory region
+        (next = ROUND_UP(start + 1, granularity) on offset_within_region)."""
+        start = section.offset_within_region
+        end = section.offset_within_region + section.size
         while start < end:
             nxt = min((start // self.granularity + 1) * self.granularity, end)
-            vaddr = self.vaddr_base + section.offset_within_region + start - iova
-            ret = self.container.map_dma(start, nxt - start, vaddr, self.readonly_map)
+            iova = (start - section.offset_within_region
+                    + section.offset_within_address_space) % U64
+            vaddr = (self.vaddr_base + start) % U64
+            ret = self.container.map_dma(iova, nxt - start, vaddr, self.readonly_map)
             if ret:
                 self.notify_discard(section)
                 return ret

@@ -14,8 +14,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rig.errors import EINVAL
+
 PAGE_SIZE = 0x1000
 HUGE_PAGE_SIZE = 0x200000
+
+
+def kvm_gmem_fallocate(offset: int, length: int) -> int:
+    """The argument check of guest_memfd's fallocate (virt/kvm/guest_memfd.c
+    kvm_gmem_fallocate()), before kvm_gmem_punch_hole() runs:
+    ``!PAGE_ALIGNED(offset) || !PAGE_ALIGNED(len)`` -> -EINVAL, nothing punched.
+    (A memfd, shmem_fallocate(), would zero the partial pages instead; QEMU never asks
+    it to: ram_block_discard_range() checks the alignment itself.)"""
+    if offset % PAGE_SIZE or length % PAGE_SIZE:
+        return -EINVAL
+    return 0
 
 
 @dataclass

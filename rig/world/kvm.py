@@ -26,10 +26,13 @@ class Kvm:
 
     def check_range(self, start: int, size: int, flags: int = 0,
                     attributes: int = KVM_MEMORY_ATTRIBUTE_PRIVATE) -> int:
-        """kvm_vm_ioctl_set_mem_attributes() validation: -EINVAL or 0."""
+        """kvm_vm_ioctl_set_mem_attributes() validation: -EINVAL or 0.
+
+        ``attrs->size == 0 || attrs->address + attrs->size < attrs->address`` is u64
+        arithmetic: a range ending exactly at 2^64 wraps to 0 and is refused too."""
         if flags or attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE:
             return -EINVAL
-        if size == 0 or start + size <= start or start + size > U64:
+        if size == 0 or (start + size) % U64 < start:
             return -EINVAL
         if start % PAGE_SIZE or size % PAGE_SIZE:
             return -EINVAL

@@ -18,7 +18,7 @@ from rig.core.types import MemoryRegionSection
 from rig.errors import EBUSY, EFAULT, EINVAL, ENOENT, ENOMEM
 from rig.faults import FaultPlan, Injected, make_plan
 from rig.world.config import WorldConfig
-from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile
+from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile, kvm_gmem_fallocate
 from rig.world.kvm import ATTRIBUTES_MAX, Kvm
 
 HOST_VADDR_BASE = 0x7F0000000000
@@ -171,29 +171,69 @@ class HostPinner:
         self.world = world
         self.locked_vm = 0
 
+    #: VFIO_BATCH_MAX_CAPACITY: PAGE_SIZE / sizeof(struct page *) pages per
+    #: pin_user_pages_remote() call of vfio_pin_pages_remote()'s batch.
+    PIN_BATCH = PAGE_SIZE // 8
+
+    def _fault_in(self, vaddr: int):
+        """vaddr_get_pfns() for one page (pin_user_pages_remote(): fault in + pin): the
+        frame, or None if no host page can back ``vaddr`` (-EFAULT)."""
+        world = self.world
+        block, offset = world.block_from_vaddr(vaddr, PAGE_SIZE)
+        if block is None:
+            return None
+        inplace = world.design.inplace
+        if inplace and world.kvm.is_private(block.gpa + offset):
+            return None  # private guest_memfd pages cannot be mapped by the host
+        frame = block.shared_file(inplace).touch(offset)
+        frame.pins += 1
+        return frame
+
     def pin_pages(self, vaddr: int, npages: int):
+        """vfio_pin_pages_remote() as vfio_pin_map_dma() drives it, all or nothing:
+        pages are pinned in batches of PIN_BATCH (pin_user_pages_remote() faults each
+        page in, stopping at the first one it cannot back), then each pinned page is
+        accounted against RLIMIT_MEMLOCK (``locked_vm + lock_acct + 1 > limit`` ->
+        -ENOMEM).  A batch that pins nothing is -EFAULT.  So for one page -EFAULT wins
+        over -ENOMEM, and on any error everything pinned is unpinned
+        (vfio_batch_unpin(), vfio_remove_dma()) but the pages faulted in stay in the
+        file."""
         world = self.world
         limit = world.config.memlock_limit
-        if limit is not None and (self.locked_vm + npages) * PAGE_SIZE > limit:
-            return -ENOMEM  # vfio_lock_acct(): over RLIMIT_MEMLOCK
         fault = world.fault("pin.pin_pages")
         if fault:
             return fault.errno
-        block, offset = world.block_from_vaddr(vaddr, npages * PAGE_SIZE)
-        if block is None:
-            return -EFAULT
-        inplace = world.design.inplace
-        file = block.shared_file(inplace)
-        if inplace and any(world.kvm.is_private(block.gpa + offset + i * PAGE_SIZE)
-                           for i in range(npages)):
-            return -EFAULT  # private guest_memfd pages cannot be mapped by the host
-        frames = []
-        for i in range(npages):
-            frame = file.touch(offset + i * PAGE_SIZE)
-            frame.pins += 1
-            frames.append(frame.id)
+        pinned: list = []   # accounted
+        batch: list = []    # pinned, not yet accounted
+        ret = 0
+        while len(pinned) < npages and not ret:
+            start = len(pinned)
+            for i in range(start, min(npages, start + self.PIN_BATCH)):
+                frame = self._fault_in(vaddr + i * PAGE_SIZE)
+                if frame is None:
+                    break
+                batch.append(frame)
+            if not batch:
+                ret = -EFAULT
+                break
+            while batch:
+                if limit is not None and \
+                        (self.locked_vm + len(pinned) + 1) * PAGE_SIZE > limit:
+                    ret = -ENOMEM  # RLIMIT_MEMLOCK exceeded
+                    break
+                pinned.append(batch.pop(0))
+        if ret:
+            self._put_frames(pinned + batch)
+            return ret
         self.locked_vm += npages
-        return frames
+        return [frame.id for frame in pinned]
+
+    def _put_frames(self, frames) -> None:
+        """put_pfn() without accounting: drop the pins, keep the pages in their file."""
+        table = self.world.frames
+        for frame in frames:
+            frame.pins -= 1
+            table.release(frame)
 
     def unpin_pages(self, frames) -> None:
         table = self.world.frames
@@ -381,7 +421,12 @@ class World:
         return self.punch_hole(block.memfd, "memfd.punch_hole", offset, size)
 
     def ram_block_discard_guest_memfd_range(self, block: RamBlock, offset: int, size: int) -> int:
-        """ram_block_discard_guest_memfd_range(): free the private (guest_memfd) backing."""
+        """ram_block_discard_guest_memfd_range(): free the private (guest_memfd) backing.
+        QEMU calls fallocate() with no check of its own; kvm_gmem_fallocate() refuses an
+        unaligned offset or length with -EINVAL before punching anything."""
+        ret = kvm_gmem_fallocate(offset, size)
+        if ret:
+            return ret
         return self.punch_hole(block.gmem, "gmem.punch_hole", offset, size)
 
     # -- VFIO plumbing ------------------------------------------------------------------
@@ -406,9 +451,12 @@ class World:
         return out
 
     def vfio_budget_exceeded(self, device: Device) -> bool:
-        """QEMU's dma_max_mappings check (type1 only): mappings the container's listeners
-        could need (whole sections / granularity) + memslots - listeners >
-        dma_max_mappings."""
+        """QEMU's dma_max_mappings check (type1 only; vfio_ram_discard_register_listener(),
+        run after each section is registered, over every listener of the container so
+        far): mappings the listeners could need (whole sections / granularity) +
+        memslots - listeners > dma_max_mappings.  What an excess leads to (refusal of
+        a new container's device, hw_error for an initialized one, a 10.1 warning) is
+        the design's: Design.dma_max_mappings_check."""
         if self.config.iommu != "type1":
             return False
         count = mappings = 0

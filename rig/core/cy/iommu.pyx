@@ -23,6 +23,9 @@ from rig.core.types import IommuMapping
 
 cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFF
 cdef uint64_t NO_PARTIAL = 0xFFFFFFFFFFFFFFFF
+# The host kernel's PAGE_SIZE (x86-64): iommufd's uptr alignment and iopt_alloc_pages()'s
+# length bound are in host pages whatever the IOAS's iova_alignment (pgsize) is.
+cdef uint64_t KERNEL_PAGE_SIZE = 0x1000
 DEFAULT_DMA_ENTRY_LIMIT = 65535
 
 
@@ -201,16 +204,20 @@ cdef class IoPageTable:
 
     cdef int pin_and_insert(self, uint64_t iova, uint64_t size, uint64_t vaddr, object frames,
                             bint readonly) except? -2147483647:
-        # Pin the pages (frames given, the pinner's, or identity) and fill the PTEs.
-        # All or nothing: nothing is stored unless every page is pinned.
+        # Pin the pages (frames given, the pinner's, or identity), then account them
+        # against RLIMIT_MEMLOCK, then fill the PTEs.  The kernel pins (faults in) before
+        # it accounts (vfio_pin_pages_remote(): vaddr_get_pfns() then the
+        # ``locked_vm + lock_acct + 1 > limit`` check; iommufd: pfn_reader pins, then
+        # incr_user_locked_vm()), so a pin error (-EFAULT) wins over -ENOMEM, and an
+        # -ENOMEM gives back the pins it took (the pages stay faulted in: that is the
+        # pinner's business).  All or nothing: nothing is stored unless every page is
+        # pinned and accounted.
         cdef uint64_t npages = size >> self.pgshift
         cdef uint64_t pfn = iova >> self.pgshift
+        cdef uint64_t limit_pages = self.memlock_limit // self.pgsize
         cdef uint64_t i, base
         cdef IoPte *pte
         cdef object pinned = None
-        if npages > self.memlock_limit // self.pgsize or \
-                self.locked_vm > self.memlock_limit // self.pgsize - npages:
-            return -ENOMEM  # vfio_lock_acct(): over RLIMIT_MEMLOCK
         if frames is not None:
             if self.pinner is not None:
                 raise ValueError("explicit frames bypass the pinner: give a vaddr instead")
@@ -223,6 +230,12 @@ cdef class IoPageTable:
                 return pinned
         if pinned is not None and <uint64_t>len(pinned) != npages:
             raise ValueError(f"{len(pinned)} frames given for {npages} pages")
+        if npages > limit_pages or self.locked_vm > limit_pages - npages:
+            # vfio_pin_pages_remote() / vfio_lock_acct(): over RLIMIT_MEMLOCK; the pages
+            # pinned so far are put back (put_pfn(), vfio_batch_unpin()).
+            if frames is None and self.pinner is not None:
+                self.pinner.unpin_pages(tuple(pinned))
+            return -ENOMEM
         base = vaddr >> self.pgshift
         for i in range(npages):
             pte = self.pte_alloc(pfn + i)
@@ -430,17 +443,37 @@ cdef class IommufdIoas(IoPageTable):
 
     cdef int dma_map(self, uint64_t iova, uint64_t size, uint64_t vaddr, object frames,
                      bint readonly) except? -2147483647:
-        """iopt_map_pages(): 0, or -EINVAL (unaligned, length 0), -EOVERFLOW, -EEXIST,
-        pin errno.  Atomic."""
-        cdef uint64_t last
+        """IOMMU_IOAS_MAP, in the kernel's order of checks:
+        iommufd_ioas_map(): iova or length >= ULONG_MAX -> -EOVERFLOW;
+        iopt_alloc_user_pages(): uptr + length overflows (an end exactly at 2^64 does)
+        -> -EOVERFLOW;
+        iopt_alloc_pages(): length 0 or > SIZE_MAX - PAGE_SIZE -> -EINVAL;
+        iopt_alloc_area_pages(): length not iova_alignment-aligned -> -EINVAL;
+        iopt_check_iova(): iova unaligned -> -EINVAL, iova + length - 1 overflows ->
+        -EOVERFLOW, an existing area in the range -> -EEXIST;
+        iopt_insert_area(): ``(uptr % PAGE_SIZE) & (iova_alignment - 1)`` -> -EINVAL
+        (only after -EEXIST);
+        then pinning (iopt_fill_domains_pages()): pin errno or -ENOMEM.  Atomic.
+        With pgsize > PAGE_SIZE a uptr that is page- but not pgsize-aligned passes
+        iopt_insert_area() and fails in iommu_map() when the domain is filled; the rig
+        answers that -EINVAL at the iopt_insert_area() point, before pinning."""
         cdef int ret
-        if size == 0 or self.unaligned(size) or self.unaligned(iova) or self.unaligned(vaddr):
-            return -EINVAL
-        if iova + size - 1 < iova or vaddr + size - 1 < vaddr:
+        if iova == U64_MAX or size == U64_MAX:
             return -EOVERFLOW
-        last = iova + size - 1
-        if self.overlaps(iova >> self.pgshift, last >> self.pgshift):
+        if vaddr > U64_MAX - size:
+            return -EOVERFLOW
+        if size == 0 or size > U64_MAX - KERNEL_PAGE_SIZE:
+            return -EINVAL
+        if self.unaligned(size):
+            return -EINVAL
+        if self.unaligned(iova):
+            return -EINVAL
+        if iova + size - 1 < iova:
+            return -EOVERFLOW
+        if self.overlaps(iova >> self.pgshift, (iova + size - 1) >> self.pgshift):
             return -EEXIST
+        if self.unaligned(vaddr):
+            return -EINVAL
         ret = self.fault("iommufd.ioas_map") if self.fault_hook is not None else 0
         if ret:
             return ret

@@ -44,20 +44,24 @@ cdef class VFIORamDiscardListener(RamDiscardListener):
         self.discard_errors = []
 
     cdef int _notify_populate(self, MemoryRegionSection *section) except? -2147483647:
-        """vfio_ram_discard_notify_populate()."""
+        """vfio_ram_discard_notify_populate(): "Map in (aligned within memory region)
+        minimum granularity": the chunks are aligned on offset_within_region,
+        ``next = ROUND_UP(start + 1, granularity)``, and each maps
+        ``iova = start - offset_within_region + offset_within_address_space`` to
+        ``ram_ptr + start``."""
         global mark_populate_rollback
-        cdef uint64_t iova = section.offset_within_address_space
-        cdef uint64_t left = section.size  # counted down: the section may end at 2^64
-        cdef uint64_t start = iova
-        cdef uint64_t chunk, vaddr
+        cdef uint64_t start = section.offset_within_region
+        cdef uint64_t left = section.size  # counted down: end may be 2^64 (u64 wrap)
+        cdef uint64_t chunk, iova, vaddr
         cdef int ret
         while left:
-            # next = ROUND_UP(start + 1, granularity), clipped to the section's end.
+            # next = MIN(ROUND_UP(start + 1, granularity), end)
             chunk = self.granularity - (start & (self.granularity - 1))
             if chunk > left:
                 chunk = left
-            vaddr = self.vaddr_base + section.offset_within_region + (start - iova)
-            ret = self.container.dma_map(start, chunk, vaddr, None, self.readonly_map)
+            iova = start - section.offset_within_region + section.offset_within_address_space
+            vaddr = self.vaddr_base + start
+            ret = self.container.dma_map(iova, chunk, vaddr, None, self.readonly_map)
             if ret:
                 # Rollback: one unmap of the whole section, mapped granules or not.
                 mark_populate_rollback += 1

@@ -2,7 +2,9 @@
 
 Mirrors ``rig.core.cy.iommu``: the same checks in the same order, the same return codes.
 Linux references: drivers/vfio/vfio_iommu_type1.c (vfio_dma_do_map, vfio_dma_do_unmap),
-drivers/iommu/iommufd/io_pagetable.c (iopt_map_pages, iopt_unmap_iova_range).
+drivers/iommu/iommufd/ioas.c (iommufd_ioas_map), io_pagetable.c (iopt_map_user_pages,
+iopt_map_pages, iopt_check_iova, iopt_insert_area, iopt_unmap_iova_range), pages.c
+(iopt_alloc_user_pages, iopt_alloc_pages).
 
 Every mapping records the host frames it pinned, one per IOMMU page, because a mapping
 whose frames no longer back the guest page is exactly the stale-mapping bug.  Frames come
@@ -22,6 +24,9 @@ from rig.core.types import IommuMapping
 from rig.errors import EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, EOVERFLOW, EPERM
 
 U64_MAX = (1 << 64) - 1
+#: The host kernel's PAGE_SIZE (x86-64): iommufd's uptr alignment and iopt_alloc_pages()'s
+#: length bound are in host pages whatever the IOAS's iova_alignment (pgsize) is.
+KERNEL_PAGE_SIZE = 0x1000
 DEFAULT_DMA_ENTRY_LIMIT = 65535
 
 
@@ -104,17 +109,22 @@ class _IoPageTable:
         return answer
 
     def _pin(self, vaddr, npages: int):
-        """Resolve and pin ``npages`` frames; returns a tuple or a negative errno."""
-        if (self.locked_vm + npages) * self.pgsize > self.memlock_limit:
-            return -ENOMEM  # vfio_lock_acct(): RLIMIT_MEMLOCK
+        """Resolve and pin ``npages`` frames, then account them against RLIMIT_MEMLOCK;
+        returns a tuple or a negative errno.  The kernel pins (faults in) before it
+        accounts (vfio_pin_pages_remote(): vaddr_get_pfns(), then ``locked_vm +
+        lock_acct + 1 > limit``; iommufd: pfn_reader, then incr_user_locked_vm()), so a
+        pin error wins over -ENOMEM and -ENOMEM gives back the pins it took."""
+        over = (self.locked_vm + npages) * self.pgsize > self.memlock_limit
         if not isinstance(vaddr, int):
             if self.pinner is not None:
                 raise ValueError("explicit frames bypass the pinner: give a vaddr instead")
             frames = tuple(vaddr)
             if len(frames) != npages:
                 raise ValueError(f"{len(frames)} frames given for {npages} pages")
-            return frames
+            return -ENOMEM if over else frames
         if self.pinner is None:
+            if over:
+                return -ENOMEM  # vfio_lock_acct(): RLIMIT_MEMLOCK
             base = vaddr // self.pgsize
             return tuple(range(base, base + npages))
         frames = self.pinner.pin_pages(vaddr, npages)
@@ -124,6 +134,10 @@ class _IoPageTable:
             return frames
         if len(frames) != npages:
             raise ValueError(f"{len(frames)} frames given for {npages} pages")
+        if over:
+            # RLIMIT_MEMLOCK: put back what was pinned (put_pfn(), vfio_batch_unpin()).
+            self.pinner.unpin_pages(tuple(frames))
+            return -ENOMEM
         return tuple(frames)
 
     def _insert(self, iova: int, size: int, frames: tuple, readonly: bool) -> None:
@@ -225,16 +239,38 @@ class IommufdIoas(_IoPageTable):
         super().__init__(pgsize, memlock_limit)
 
     def map_dma(self, iova: int, size: int, vaddr, readonly: bool = False) -> int:
-        """iopt_map_pages(): 0, or -EINVAL (unaligned, length 0), -EOVERFLOW, -EEXIST,
-        pin errno.  Atomic."""
+        """IOMMU_IOAS_MAP, in the kernel's order of checks:
+        iommufd_ioas_map(): iova or length >= ULONG_MAX -> -EOVERFLOW;
+        iopt_alloc_user_pages(): uptr + length overflows (an end exactly at 2^64 does)
+        -> -EOVERFLOW;
+        iopt_alloc_pages(): length 0 or > SIZE_MAX - PAGE_SIZE -> -EINVAL;
+        iopt_alloc_area_pages(): length not iova_alignment-aligned -> -EINVAL;
+        iopt_check_iova(): iova unaligned -> -EINVAL, iova + length - 1 overflows ->
+        -EOVERFLOW, an existing area in the range -> -EEXIST;
+        iopt_insert_area(): ``(uptr % PAGE_SIZE) & (iova_alignment - 1)`` -> -EINVAL
+        (only after -EEXIST);
+        then pinning (iopt_fill_domains_pages()): pin errno or -ENOMEM.  Atomic.
+        With pgsize > PAGE_SIZE a uptr that is page- but not pgsize-aligned passes
+        iopt_insert_area() and fails in iommu_map() when the domain is filled; the rig
+        answers that -EINVAL at the iopt_insert_area() point, before pinning."""
         va = vaddr if isinstance(vaddr, int) else 0
-        if not size or self._unaligned(size, iova, va):
+        if iova >= U64_MAX or size >= U64_MAX:
+            return -EOVERFLOW
+        if va + size > U64_MAX:
+            return -EOVERFLOW
+        if not size or size > U64_MAX - KERNEL_PAGE_SIZE:
+            return -EINVAL
+        if self._unaligned(size):
+            return -EINVAL
+        if self._unaligned(iova):
             return -EINVAL
         last = iova + size - 1
-        if last > U64_MAX or va + size - 1 > U64_MAX:
+        if last > U64_MAX:
             return -EOVERFLOW
         if self._overlaps(iova, last):
             return -EEXIST
+        if self._unaligned(va):
+            return -EINVAL
         ret = self._fault(self.site_map)
         if ret:
             return ret

@@ -14,6 +14,7 @@ from rig.core.pure.ram_block_attributes import RamDiscardListener
 from rig.errors import ENOENT
 
 _MARKS: Counter = Counter()
+_U64_MAX = (1 << 64) - 1
 
 
 def coverage_marks() -> dict:
@@ -44,20 +45,28 @@ class VFIORamDiscardListener(RamDiscardListener):
         self.discard_errors: list = []
 
     def notify_populate(self, section) -> int:
-        """vfio_ram_discard_notify_populate()."""
-        iova = section.offset_within_address_space
-        end = iova + section.size
-        start = iova
-        while start < end:
-            next_ = min((start + self.granularity) & ~(self.granularity - 1), end)
-            vaddr = self.vaddr_base + section.offset_within_region + (start - iova)
-            ret = self.container.map_dma(start, next_ - start, vaddr, self.readonly_map)
+        """vfio_ram_discard_notify_populate(): "Map in (aligned within memory region)
+        minimum granularity": the chunks are aligned on offset_within_region,
+        ``next = ROUND_UP(start + 1, granularity)``, and each maps
+        ``iova = start - offset_within_region + offset_within_address_space`` to
+        ``ram_ptr + start`` (hwaddr arithmetic: mod 2^64, as the Cython core)."""
+        owr = section.offset_within_region
+        oas = section.offset_within_address_space
+        start = owr
+        left = section.size
+        g = self.granularity
+        while left:
+            chunk = min(g - (start & (g - 1)), left)
+            iova = (start - owr + oas) & _U64_MAX
+            vaddr = (self.vaddr_base + start) & _U64_MAX
+            ret = self.container.map_dma(iova, chunk, vaddr, self.readonly_map)
             if ret:
                 # Rollback: one unmap of the whole section, mapped granules or not.
                 _MARKS["vfio.populate_rollback"] += 1
                 self.notify_discard(section)
                 return ret
-            start = next_
+            start = (start + chunk) & _U64_MAX
+            left -= chunk
         return 0
 
     def notify_discard(self, section) -> None:

@@ -46,8 +46,14 @@ class Design:
 
     # -- hot-plug -----------------------------------------------------------------------
     def vfio_device_add(self, world: World, dev: int, gpa: int, size: int) -> int:
-        """vfio_listener_region_add() -> vfio_register_ram_discard_listener() per RAM
-        block of the section, then QEMU's dma_max_mappings check."""
+        """vfio_attach_device() with a new container: memory_listener_register()
+        replays every RAM section of the range into vfio_listener_region_add() (one
+        VFIORamDiscardListener per RAM block, vfio_ram_discard_register_listener()),
+        and only then is the container ``initialized``.  So every section of a
+        hot-plugged device, however many RAM blocks it spans, meets the
+        dma_max_mappings check while its container is new: the first refusal is kept
+        as the container's error, the remaining sections are still added, and the
+        device is then refused gracefully (-ENOSPC), its container torn down."""
         device = Device(dev, "vfio", gpa, size, world.new_container())
         world.devices[("vfio", dev)] = device
         pieces = world.sections(gpa, size)
@@ -57,21 +63,77 @@ class Design:
             # refuses the device instead of aborting.
             self.teardown(world, device)
             return -EINVAL
+        refused = False
         for block, section in pieces:
-            rdl = world.new_vfio_listener(device, block)
-            ret = block.attr.register_listener(rdl, section)
-            device.listeners.append((block, rdl))
+            ret = self.vfio_ram_discard_register_listener(world, device, block, section)
             if ret:
-                ret = self.register_failed(world, device, ret)
-                if ret:
-                    return ret
-        if world.vfio_budget_exceeded(device):
-            if world.budget_check == "refuse":
-                world.event("budget", dev, "refused: possibly running out of DMA mappings")
-                self.teardown(world, device)
-                return -ENOSPC
-            world.event("budget", dev, "warning: possibly running out of DMA mappings")
+                return ret
+            if self.dma_max_mappings_check(world, device, initialized=False, refused=refused):
+                refused = True
+        if refused:
+            self.teardown(world, device)
+            return -ENOSPC
         return 0
+
+    def vfio_ram_discard_register_listener(self, world: World, device: Device, block,
+                                           section) -> int:
+        """Register (and replay) the device's listener for one RAM section; a replay
+        failure is the design's (register_failed)."""
+        rdl = world.new_vfio_listener(device, block)
+        ret = block.attr.register_listener(rdl, section)
+        device.listeners.append((block, rdl))
+        if ret:
+            return self.register_failed(world, device, ret)
+        return 0
+
+    def dma_max_mappings_check(self, world: World, device: Device, initialized: bool,
+                               refused: bool = False) -> int:
+        """The end of vfio_ram_discard_register_listener(), run after each section:
+        the dma_max_mappings check over every listener of the container
+        (``world.vfio_budget_exceeded``), and vfio_listener_region_add()'s ``fail:``
+        path.  Over budget:
+        - ``budget_check=warn`` (QEMU 10.1): warn_report(), the section stays;
+        - container not yet initialized (device realize): the first error is stored
+          in the container (``refused``: one already was) and the device will be
+          refused gracefully: -ENOSPC;
+        - container initialized (a RAM section added at runtime, i.e. RAM hot-add):
+          hw_error("vfio: DMA mapping failed, unable to continue"), QEMU aborts: the
+          VM stops: -ENOSPC.  The rig has no RAM hot-add op (its RAM blocks come from
+          the trace header), so only vfio_ram_hot_add() reaches this case.
+        0 otherwise.
+        """
+        if not world.vfio_budget_exceeded(device):
+            return 0
+        if world.budget_check == "warn":
+            world.event("budget", device.dev, "warning: possibly running out of DMA mappings")
+            return 0
+        if not initialized:
+            if not refused:
+                world.event("budget", device.dev,
+                            "refused: possibly running out of DMA mappings")
+            return -ENOSPC
+        world.event("budget", device.dev, "hw_error: possibly running out of DMA mappings;"
+                    " vfio: DMA mapping failed, unable to continue")
+        world.event("exit", device.dev, -ENOSPC)
+        world.vm_stopped = -ENOSPC
+        return -ENOSPC
+
+    def vfio_ram_hot_add(self, world: World, dev: int, block) -> int:
+        """vfio_listener_region_add() for a RAM section that appears after device
+        ``dev``'s container was initialized (memory hot-add): the section of ``block``
+        that intersects the device's range is registered, then checked against
+        dma_max_mappings with an initialized container (hw_error on excess).  No op
+        drives it (the rig's RAM is fixed at creation); it exists so the upstream path
+        is modelled and tested.  0, or a negative errno."""
+        device = world.devices[("vfio", dev)]
+        pieces = [(b, s) for b, s in world.sections(device.gpa, device.size) if b is block]
+        if not pieces:
+            return 0
+        _, section = pieces[0]
+        ret = self.vfio_ram_discard_register_listener(world, device, block, section)
+        if ret:
+            return ret
+        return self.dma_max_mappings_check(world, device, initialized=True)
 
     def register_failed(self, world: World, device: Device, ret: int) -> int:
         """QEMU 10.1: the replay failing in register_listener calls exit(1)."""
@@ -93,8 +155,14 @@ class Design:
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
     def page_aligned(start: int, size: int) -> bool:
-        return start % PAGE_SIZE == 0 and size % PAGE_SIZE == 0 and size != 0 \
-            and start + size <= U64
+        """kvm_convert_memory()'s first check: start and size host-page aligned, size
+        not 0.  A range that wraps 2^64 passes it (QEMU then finds no memory region)."""
+        return start % PAGE_SIZE == 0 and size % PAGE_SIZE == 0 and size != 0
+
+    @staticmethod
+    def wraps(start: int, size: int) -> bool:
+        """[start, start+size) runs past 2^64 (no u64 end)."""
+        return start + size > U64
 
     def retry(self, world: World, what: str, step) -> int:
         """Run an idempotent step up to ``retries`` times until it returns 0."""
@@ -116,6 +184,9 @@ class Qemu101Conversion(Design):
     def kvm_convert_memory(self, world: World, start: int, size: int, to_private: bool) -> int:
         if not self.page_aligned(start, size):
             return -EINVAL
+        # memory_region_find() works on Int128 ranges: a range that wraps 2^64 does not
+        # come back round to low RAM; if nothing intersects it (the usual case) it is
+        # "not assigned", and if RAM near the top does, KVM refuses the wrap (-EINVAL).
         found = world.memory_region_find(start, size)
         if found is None:
             # Ignore converting a non-assigned region to shared (OVMF MapGPA on the

@@ -46,7 +46,7 @@ class Hardened(Design):
 
     def pieces(self, world, start, size):
         """The per-RAM-block sections of the range, or None if it is not convertible."""
-        if not self.page_aligned(start, size):
+        if not self.page_aligned(start, size) or self.wraps(start, size):
             return None
         pieces = world.sections(start, size)
         if sum(section.size for _, section in pieces) != size:
@@ -76,7 +76,9 @@ class Hardened(Design):
 
     def kvm_convert_memory(self, world, start, size, to_private):
         if self.page_aligned(start, size) and not to_private and not world.sections(start, size):
-            return 0  # converting a non-RAM range to shared: nothing to do
+            # converting a non-RAM range to shared: nothing to do (as QEMU, also for a
+            # range that wraps 2^64: memory_region_find() finds nothing)
+            return 0
         pieces = self.pieces(world, start, size)
         if pieces is None:
             return -EINVAL
