@@ -4,7 +4,7 @@ Covers: every op of the vocabulary (hot-plug, conversions that may span two RAM 
 touch a gap, guest touches, device DMA, replays, generic listeners, interleavings; a
 swarm bit of the input turns junk conversion ranges off, so QEMU's designs, which stop
 the VM on the first one, still get deep runs), every
-fault site in seeded (BUGGIFY) mode from the input bytes, the ten invariants after every
+fault site in seeded (BUGGIFY) mode from the input bytes, every invariant after each
 op, and the reference-model shadow world (the differential invariant).
 
 The design is RIG_FUZZ_DESIGN, else hardened (the rig's own target: a crash is a bug in

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rig.faults import SITES, FaultSpec
-from rig.ops import Op, op
+from rig.ops import POINT_ATTR, Op, before_point, op
 from rig.world.config import RamSpec, WorldConfig
 from rig.world.designs import DESIGNS
 
@@ -200,9 +200,49 @@ def decode_op(r: Reader, cfg: WorldConfig, table, options: DecodeOptions, nested
             props["fault"] = _faults(r)
         if kind in ("vfio_register", "vfio_unregister", "listener_register",
                     "kvm_convert_memory") and r.chance(1, 8):
-            props["interleave"] = (1 + r.below(4),
-                                   decode_op(r, cfg, table, options, True, junk))
+            props["interleave"] = (_point(r), _nested(r, cfg, junk, kind, args))
     return op(kind, *args, **props)
+
+
+#: Interleaving points, one byte: after the 1st..4th notification (trace v1), before the
+#: 1st or 2nd (the bitmap changed, the listener not yet), or right after the op's
+#: KVM_SET_MEMORY_ATTRIBUTES (before the state manager: QEMU's unlocked vCPU window).
+POINTS = (1, 2, 3, 4, before_point(1), before_point(2), POINT_ATTR, POINT_ATTR)
+
+
+def _point(r: Reader):
+    return POINTS[r.below(len(POINTS))]
+
+
+def _nested(r: Reader, cfg: WorldConfig, junk: bool, kind: str, args: tuple) -> Op:
+    """The op interleaved into another: a conversion.  Half the time its range is drawn
+    from the outer op's own range (the same range, or one starting inside it), and then
+    mostly in the other direction: a conversion racing back over the pages the outer
+    conversion is converting, or into the section a hot-plug is replaying.  Drawn
+    independently, the two ranges rarely meet on the larger layouts, and a conversion
+    raced back over its own pages needs both the overlap and the opposite direction."""
+    base = None
+    if kind == "kvm_convert_memory":
+        base = args[0], args[1]
+    elif kind in ("vfio_register", "listener_register"):
+        base = args[1], args[2]
+    mode = r.below(4)  # 0: the same range, 1: a range starting inside it, 2-3: any
+    if base is None or mode >= 2 or base[1] < cfg.block_size:
+        return op("kvm_convert_memory", *_range(r, cfg, junk), bool(r.below(2)))
+    bs = cfg.block_size
+    if mode == 0:
+        addr, size = base
+    else:
+        addr = base[0] + r.below(base[1] // bs) * bs
+        size = _size(r, cfg, junk)
+        block = next((b for b in cfg.ram if b.gpa <= addr < b.gpa + b.size), None)
+        if not junk and block is not None:
+            size = min(size, block.gpa + block.size - addr)
+    if kind == "kvm_convert_memory":
+        to_private = args[2] if r.below(4) == 3 else not args[2]  # zeros: the other way
+    else:
+        to_private = bool(r.below(2))
+    return op("kvm_convert_memory", addr, size, to_private)
 
 
 __all__ = ["decode", "DecodeOptions", "Reader"]

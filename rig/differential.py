@@ -17,10 +17,12 @@ as a hot-plug on another thread does in QEMU; the nested result goes into R's lo
 
 Observable order: every recorder queries the manager from inside each callback, as
 virtio-mem's users do (``is_populated`` of a populated section, ``replay_populated``
-over a discarded one), and logs what it saw.  Besides the three-way comparison,
-:func:`check_order` turns a wrong order into an :class:`OrderViolation`: a populate
-notification that finds its blocks still discarded (bitmap set *after* notifying), or a
-state change's discard notification that finds them still populated.
+over a discarded one, and whether it is on the list), and logs what it saw.  Besides
+the three-way comparison, :func:`check_order` turns a wrong order into an
+:class:`OrderViolation`: a populate notification that finds its blocks still discarded
+(bitmap set *after* notifying), a state change's discard notification that finds them
+still populated, or a listener off the list during its register replay or its
+unregister discard.
 """
 
 from __future__ import annotations
@@ -101,15 +103,18 @@ def _recorder_class(base):
         def notify_populate(self, section):
             ret, self.armed = self.armed, 0
             seen = self.system.rba.is_populated(section)
-            self.log.append(("populate", tuple(section), ret, seen))
+            self.log.append(("populate", tuple(section), ret, seen, self._listed()))
             self._maybe_nest()
             return ret
 
         def notify_discard(self, section):
             runs = []
             self.system.rba.replay_populated(section, lambda s: runs.append(tuple(s)) or 0)
-            self.log.append(("discard", tuple(section), not runs))
+            self.log.append(("discard", tuple(section), not runs, self._listed()))
             self._maybe_nest()
+
+        def _listed(self):
+            return any(r is self for r in self.system.rba.listeners())
 
         def _maybe_nest(self):
             if self.nest is None:
@@ -279,6 +284,11 @@ def check_order(system: _System, index: int, op: tuple, marks: dict, nests: int)
     state_discard = op[0] == "state_change" and op[3]
     for name in RECORDERS:
         for entry in system.listeners[name].log[marks[name]:]:
+            if op[0] in ("register", "unregister") and op[1] == name and not entry[-1]:
+                raise OrderViolation(index, op, system.impl, (name,) + entry,
+                                     "a listener must be on the list while its register"
+                                     " replay or its unregister discard runs (insert,"
+                                     " then replay; discard, then remove)")
             if entry[0] == "populate" and not entry[3]:
                 raise OrderViolation(index, op, system.impl, (name,) + entry,
                                      "a populate notification finds its blocks discarded:"

@@ -67,8 +67,9 @@ class Op:
     """One operation.  ``props`` is a tuple of (key, value) pairs, in a canonical order.
 
     Known properties: ``fault`` (a tuple of fault specs, see rig.faults) and
-    ``interleave`` (``(k, Op)``: apply that op after the k-th listener notification of
-    this one, as a vCPU conversion racing a hot-plug under the BQL would).
+    ``interleave`` (``(point, Op)``: apply that op at an interleaving point of this one,
+    as a vCPU conversion racing a hot-plug under the BQL would; see
+    ``interleave_point``).
     """
 
     name: str
@@ -107,3 +108,32 @@ class Op:
 def op(name: str, *args, **props) -> Op:
     """Build an op: ``op("kvm_convert_memory", 0x2000, 0x1000, True)``."""
     return Op(name, tuple(args), tuple(sorted((k, v) for k, v in props.items() if v is not None)))
+
+
+#: Interleaving points of the ``interleave`` property, as they are written in a trace:
+#: ``N`` (an int >= 1): after the N-th listener notification of the op (trace v1);
+#: ``"attr"``: right after the op's first KVM_SET_MEMORY_ATTRIBUTES, if it succeeded,
+#: before the state manager is called (the window of QEMU's unlocked vCPU path);
+#: ``"before N"``: at the start of the N-th listener notification, before the listener
+#: acts (the bitmap has already changed).  A point the op never reaches (or that a
+#: design serializes) runs the interleaved op after the op.
+POINT_ATTR = "attr"
+
+
+def interleave_point(at) -> tuple[str, int]:
+    """``(kind, n)`` of an interleaving point: ``("after", N)``, ``("attr", 0)`` or
+    ``("before", N)``; raises ValueError for anything else."""
+    if isinstance(at, int) and not isinstance(at, bool) and at >= 1:
+        return "after", at
+    if at == POINT_ATTR:
+        return "attr", 0
+    if isinstance(at, str):
+        word, _, n = at.partition(" ")
+        if word == "before" and n.isdigit() and int(n) >= 1 and n == str(int(n)):
+            return "before", int(n)
+    raise ValueError(f"interleave: {at!r} is not a point (N, 'attr' or 'before N')")
+
+
+def before_point(n: int) -> str:
+    """The point ``before N``: at the start of the N-th listener notification."""
+    return f"before {n}"

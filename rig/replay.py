@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rig.errors import errno_name
+from rig.ops import interleave_point
 from rig.executor import RunResult, run
 from rig.trace import Trace, TraceError, format_header, format_op, is_trace, parse
 from rig.world.host import PAGE_SIZE
@@ -130,7 +131,7 @@ def format_event(event) -> str:
     rest = event[2:]
     if kind == "interleave":
         at, nested, result = rest
-        return f"interleaved after notification {at}: {format_op(nested)} = {format_result(result)}"
+        return f"interleaved {format_point(at)}: {format_op(nested)} = {format_result(result)}"
     if kind == "iommu_fault":
         return f"IOMMU fault at iova 0x{rest[0]:x} ({format_result(rest[1])})"
     if kind == "retry":
@@ -143,6 +144,14 @@ def format_event(event) -> str:
     if kind == "vm_stop":
         return f"VM stopped ({format_result(rest[0])})"
     return " ".join(str(x) for x in event)
+
+
+def format_point(at) -> str:
+    """An interleaving point in words (rig.ops.interleave_point)."""
+    kind, n = interleave_point(at)
+    if kind == "attr":
+        return "after KVM_SET_MEMORY_ATTRIBUTES"
+    return f"{kind} notification {n}"
 
 
 def format_fault(fault) -> str:
@@ -191,7 +200,10 @@ def describe(result: RunResult) -> str:
         return "ok"
     if o.kind == "vm_stopped":
         return f"vm_stopped {errno_name(o.errno)} at op {o.op_index}"
-    return f"violation {o.invariant} at op {o.op_index}"
+    text = f"violation {o.invariant} at op {o.op_index}"
+    if o.stop_errno is not None:
+        text += f"; VM stopped ({format_result(o.stop_errno)}) at op {o.stop_index}"
+    return text
 
 
 def to_json(loaded: Loaded, path: str, result: RunResult, deltas) -> dict:
@@ -212,8 +224,10 @@ def to_json(loaded: Loaded, path: str, result: RunResult, deltas) -> dict:
             "violations": [{"invariant": v.invariant, "detail": v.detail} for v in s.violations],
         } for s, d in zip(result.steps, deltas)],
         "outcome": {"kind": o.kind, "op_index": o.op_index,
-                    "errno": errno_name(o.errno) if o.errno else None,
-                    "invariant": o.invariant, "detail": o.detail},
+                    "errno": errno_name(o.stop_errno) if o.stop_errno else None,
+                    "invariant": o.invariant, "detail": o.detail,
+                    "vm_stopped": ({"errno": errno_name(o.stop_errno), "op_index": o.stop_index}
+                                   if o.stop_errno is not None else None)},
         "expect": str(trace.expect) if trace.expect else None,
         "matches": trace.expect.matches(o) if trace.expect else None,
     }

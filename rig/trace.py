@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 
 from rig.errors import ERRNO_BY_NAME, errno_name
 from rig.faults import FaultSpec
-from rig.ops import OPS, Op
+from rig.ops import OPS, POINT_ATTR, Op, before_point
 from rig.world.config import CONFIG_FIELDS, WorldConfig, parse_ram
 
 MAGIC = "# gmem-rig trace v1"
@@ -277,10 +277,18 @@ def _parse_props(cur: _Cursor, strict: bool, warnings: list) -> dict:
             props["fault"] = specs
         elif key == "interleave":
             at_text = cur.until(" \t")
-            if not at_text.isdigit() or int(at_text) < 1:
-                raise ValueError(f"interleave: {at_text!r} is not a notification number >= 1")
+            if at_text == POINT_ATTR:
+                at = POINT_ATTR
+            else:
+                before = at_text == "before"
+                if before:
+                    at_text = cur.until(" \t")
+                if not at_text.isdigit() or int(at_text) < 1:
+                    raise ValueError(f"interleave: {at_text!r} is not a notification number "
+                                     f">= 1 (points: N, before N, {POINT_ATTR})")
+                at = before_point(int(at_text)) if before else int(at_text)
             name, args = _parse_call(cur)
-            props["interleave"] = (int(at_text), Op(name, args))
+            props["interleave"] = (at, Op(name, args))
         else:
             if strict:
                 raise ValueError(f"unknown property {key!r} (fault, interleave)")
@@ -440,12 +448,25 @@ def mutate_trace(trace: Trace, rng) -> Trace:
             errno = -site.errnos[rng.randrange(len(site.errnos))]
             partial = rng.randrange(3) if site.partial else None
             ops[i] = o.with_props(fault=(FaultSpec(site.name, errno, 1 + rng.randrange(2), partial),))
-    else:  # toggle an interleaving
+    else:  # toggle an interleaving, or move it to another point
         i = rng.randrange(len(ops))
         o = ops[i]
-        if o.prop("interleave"):
+        present = o.prop("interleave")
+        if present and rng.randrange(2):
             ops[i] = o.with_props(interleave=None)
+        elif present:
+            ops[i] = o.with_props(interleave=(_random_point(rng), present[1]))
         else:
-            nested = Op("kvm_convert_memory", (random_gpa(), bs, bool(rng.randrange(2))))
-            ops[i] = o.with_props(interleave=(1 + rng.randrange(3), nested))
+            if o.name == "kvm_convert_memory" and rng.randrange(2):
+                # Race back over the op's own pages: the same range, the other way.
+                nested = Op("kvm_convert_memory", (o.args[0], o.args[1], not o.args[2]))
+            else:
+                nested = Op("kvm_convert_memory", (random_gpa(), bs, bool(rng.randrange(2))))
+            ops[i] = o.with_props(interleave=(_random_point(rng), nested))
     return Trace(trace.config, ops, trace.expect, trace.comments)
+
+
+def _random_point(rng):
+    """An interleaving point for the mutator: after the 1st..3rd notification, before
+    the 1st or 2nd, or after KVM_SET_MEMORY_ATTRIBUTES (rig.ops.interleave_point)."""
+    return (1, 2, 3, before_point(1), before_point(2), POINT_ATTR)[rng.randrange(6)]

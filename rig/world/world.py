@@ -17,6 +17,7 @@ from rig.core import load_backend
 from rig.core.types import MemoryRegionSection
 from rig.errors import EBUSY, EFAULT, EINVAL, ENOENT, ENOMEM
 from rig.faults import FaultPlan, Injected, make_plan
+from rig.ops import interleave_point
 from rig.world.config import WorldConfig
 from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile, kvm_gmem_fallocate
 from rig.world.kvm import ATTRIBUTES_MAX, Kvm
@@ -33,6 +34,46 @@ def core_backend(name: str):
     return load_backend(name)
 
 
+class ManagerCalls:
+    """A RAM block's state manager as the designs see it: the core's RamBlockAttributes,
+    with the stack of its conversion and (un)registration calls in progress, world-wide,
+    so a listener can tell what a notification is part of (the ordering oracle).
+
+    A frame is ``[kind, disturbed]``: kind is "populate" / "discard" (state_change),
+    "register" or "unregister"; ``disturbed`` is set when another call starts inside it
+    (an interleaved op), after which the state may legitimately move under the walk.
+    """
+
+    __slots__ = ("core_attr", "calls")
+
+    def __init__(self, core_attr, calls: list):
+        self.core_attr = core_attr
+        self.calls = calls
+
+    def __getattr__(self, name):
+        return getattr(self.core_attr, name)
+
+    def _run(self, kind: str, fn, *args):
+        calls = self.calls
+        if calls:
+            calls[-1][1] = True
+        calls.append([kind, False])
+        try:
+            return fn(*args)
+        finally:
+            calls.pop()
+
+    def state_change(self, offset: int, size: int, to_discard: bool) -> int:
+        return self._run("discard" if to_discard else "populate",
+                         self.core_attr.state_change, offset, size, to_discard)
+
+    def register_listener(self, rdl, section) -> int:
+        return self._run("register", self.core_attr.register_listener, rdl, section)
+
+    def unregister_listener(self, rdl) -> int:
+        return self._run("unregister", self.core_attr.unregister_listener, rdl)
+
+
 class RamBlock:
     """A RAMBlock with guest_memfd: shared memfd + guest_memfd + its state manager."""
 
@@ -46,7 +87,9 @@ class RamBlock:
         self.memfd = HostFile(f"memfd{index}", size,
                               HUGE_PAGE_SIZE if cfg.hugetlb else PAGE_SIZE, world.frames)
         self.gmem = HostFile(f"gmem{index}", size, PAGE_SIZE, world.frames)
-        self.attr = world.core.RamBlockAttributes(size, cfg.block_size, world.design.rollback)
+        self.attr = ManagerCalls(
+            world.core.RamBlockAttributes(size, cfg.block_size, world.design.rollback),
+            world.manager_calls)
 
     @property
     def name(self) -> str:
@@ -96,6 +139,7 @@ def listener_classes(core):
             self.container = container
 
         def notify_populate(self, section):
+            self.world.notifying(self, "populate", section)
             errors, fired = len(self.inner.discard_errors), len(self.world.plan.fired)
             ret = self.inner.notify_populate(section)
             if ret:
@@ -105,6 +149,7 @@ def listener_classes(core):
             return ret
 
         def notify_discard(self, section):
+            self.world.notifying(self, "discard", section)
             errors, fired = len(self.inner.discard_errors), len(self.world.plan.fired)
             self.inner.notify_discard(section)
             ret = self._ensure_unmapped(section, errors, fired)
@@ -134,15 +179,39 @@ def listener_classes(core):
 
     class GenericListener(core.RamDiscardListener):
         """A non-VFIO RamDiscardListener (a virtio-mem-like user): it tracks which blocks
-        it was told are populated, and may refuse (fault site listener.notify_populate)."""
+        it was told are populated, and may refuse (fault site listener.notify_populate).
 
-        def __init__(self, world, name):
+        Like virtio-mem's and migration's users it also asks the manager about the
+        section it is told of, from inside the callback (``is_populated`` for a
+        populate, ``replay_populated`` for a discard), and reports to the world when
+        the answer contradicts the notification: the bitmap was not updated first."""
+
+        def __init__(self, world, name, block):
             super().__init__()
             self.world = world
             self.name = name
+            self.block = block
             self.populated: set[int] = set()  # region offsets of populated blocks
 
+        def _observe(self, kind, section):
+            calls = self.world.manager_calls
+            if not calls or calls[-1][1]:
+                return  # no conversion of ours, or one an interleaved op disturbed
+            attr = self.block.attr.core_attr
+            if kind == "populate":
+                if not attr.is_populated(section):
+                    self.world.order_seen(self, kind, section, calls[-1][0],
+                                          "the manager says discarded")
+            elif calls[-1][0] == "discard":
+                runs = []
+                attr.replay_populated(section, lambda s: runs.append(tuple(s)) or 0)
+                if runs:
+                    self.world.order_seen(self, kind, section, calls[-1][0],
+                                          "the manager still replays it as populated")
+
         def notify_populate(self, section):
+            self._observe("populate", section)
+            self.world.notifying(self, "populate", section)
             fault = self.world.fault("listener.notify_populate")
             ret = fault.errno if fault else 0
             if not ret:
@@ -151,6 +220,8 @@ def listener_classes(core):
             return ret
 
         def notify_discard(self, section):
+            self._observe("discard", section)
+            self.world.notifying(self, "discard", section)
             self.populated.difference_update(self.world.block_offsets(section))
             self.world.notified(self, "discard", section, 0)
 
@@ -259,6 +330,8 @@ class World:
             p_activate=config.p_activate, p_fire=config.p_fire)
         self.kvm = Kvm()
         self.frames = FrameTable()
+        self.manager_calls: list = []   # ManagerCalls frames in progress
+        self.order_violations: list[tuple] = []
         self.blocks = [RamBlock(i, r.gpa, r.size, self) for i, r in enumerate(config.ram)]
         self.pinner = HostPinner(self)
         self.devices: dict[tuple[str, int], Device] = {}
@@ -275,6 +348,9 @@ class World:
             self.kvm.private.update(range(block.gpa // PAGE_SIZE, block.end // PAGE_SIZE))
         self._interleave = None
         self.interleaved_midway = False
+        #: RAM pages (gpa) whose KVM attribute changed during the current op, nested and
+        #: interleaved conversions included (data-integrity, check_after_stop).
+        self.converted: set[int] = set()
 
     # -- lookups -------------------------------------------------------------------------
     def block_at(self, gpa: int) -> RamBlock | None:
@@ -357,15 +433,45 @@ class World:
     def event(self, *what) -> None:
         self.events.append((what[0], self.op_index, *what[1:]))
 
+    def notifying(self, rdl, kind: str, section) -> None:
+        """Every listener notification starts here, before the listener acts: the
+        interleaving point ``before N``."""
+        pending = self._interleave
+        if pending is not None:
+            pending["started"] += 1
+            if pending["kind"] == "before" and pending["started"] == pending["n"]:
+                self._interleave_midway()
+
+    def order_seen(self, rdl, kind: str, section, call: str, saw: str) -> None:
+        """A listener was told ``kind`` of ``section`` during a ``call`` of the manager,
+        and the manager contradicted it (the notify-order invariant)."""
+        self.order_violations.append((self.op_index, rdl.name, kind, tuple(section), call, saw))
+
     def notified(self, rdl, kind: str, section, ret: int) -> None:
-        """Every listener notification passes here: log it, then maybe interleave."""
+        """Every listener notification passes here: log it, then maybe interleave
+        (the point ``N``: after the N-th notification)."""
         self.listener_log.append((self.op_index, rdl.name, kind, tuple(section), ret))
         pending = self._interleave
         if pending is not None:
             pending["count"] += 1
-            if pending["count"] == pending["at"] and not self.design.serialize_hotplug:
-                self.interleaved_midway = True
-                self._fire_interleave()
+            if pending["kind"] == "after" and pending["count"] == pending["n"]:
+                self._interleave_midway()
+
+    def _attributes_set(self, ret: int) -> None:
+        """After every KVM_SET_MEMORY_ATTRIBUTES of the world: the point ``attr`` is
+        the op's first call, when it succeeded (the state manager comes next)."""
+        pending = self._interleave
+        if pending is not None:
+            pending["attr_calls"] += 1
+            if pending["kind"] == "attr" and pending["attr_calls"] == 1 and ret == 0:
+                self._interleave_midway()
+
+    def _interleave_midway(self) -> None:
+        """The op reached its interleaving point: run the interleaved op now, unless the
+        design serializes conversions with hot-plug (then it runs after the op)."""
+        if not self.design.serialize_hotplug:
+            self.interleaved_midway = True
+            self._fire_interleave()
 
     def _fire_interleave(self) -> None:
         pending = self._interleave
@@ -383,6 +489,11 @@ class World:
     def kvm_set_memory_attributes(self, start: int, size: int, private: bool) -> int:
         """KVM_SET_MEMORY_ATTRIBUTES(2): the site kvm.set_memory_attributes, the in-place
         -EAGAIN when a page to make private is still pinned."""
+        ret = self._kvm_set_memory_attributes(start, size, private)
+        self._attributes_set(ret)
+        return ret
+
+    def _kvm_set_memory_attributes(self, start: int, size: int, private: bool) -> int:
         ret = self.kvm.check_range(start, size)
         if ret:
             return ret
@@ -393,9 +504,16 @@ class World:
             return 0
         fault = self.fault("kvm.set_memory_attributes")
         pinned = self._pinned_at if self.design.inplace else None
-        return self.kvm.set_memory_attributes(start, size, private,
-                                              fault=fault.errno if fault else 0,
-                                              pinned=pinned)
+        flipping = [gpa for block in self.blocks
+                    for gpa in range(max(start, block.gpa), min(start + size, block.end), PAGE_SIZE)
+                    if self.kvm.is_private(gpa) != private]
+        ret = self.kvm.set_memory_attributes(start, size, private,
+                                             fault=fault.errno if fault else 0,
+                                             pinned=pinned)
+        if not ret:
+            self.converted.update(flipping)
+            self._forget_converted(flipping)
+        return ret
 
     def _pinned_at(self, gpa: int) -> bool:
         block = self.block_at(gpa)
@@ -438,7 +556,7 @@ class World:
 
     def new_generic_listener(self, dev: int, block: RamBlock):
         _, generic_cls = listener_classes(self.core)
-        return generic_cls(self, f"rdl{dev}.{block.name}")
+        return generic_cls(self, f"rdl{dev}.{block.name}", block)
 
     def sections(self, gpa: int, size: int):
         """The (block, MemoryRegionSection) pieces of [gpa, gpa+size) that are RAM."""
@@ -472,12 +590,17 @@ class World:
     # -- ops ------------------------------------------------------------------------------
     def begin_op(self, index: int, op) -> None:
         self.op_index = index
+        self.converted = set()
         self.plan.begin_op(index, op)
         interleave = op.prop("interleave") if op is not None else None
         self._interleave = None
         if interleave is not None:
             at, nested = interleave
-            self._interleave = {"at": at, "op": nested, "count": 0}
+            kind, n = interleave_point(at)
+            # count: notifications done; started: notifications begun; attr_calls:
+            # KVM_SET_MEMORY_ATTRIBUTES calls of the op (rig.ops.interleave_point).
+            self._interleave = {"at": at, "kind": kind, "n": n, "op": nested, "count": 0,
+                                "started": 0, "attr_calls": 0}
 
     def apply(self, op, on_done=None):
         """Apply one op; returns its result (an int for most ops).  An interleaved op
@@ -577,9 +700,19 @@ class World:
             fn(section, lambda s: runs.append(tuple(s)) or 0)
         return tuple(runs)
 
+    def _forget_converted(self, pages) -> None:
+        """Contents are not preserved across a conversion: a page whose KVM attribute
+        changes loses what a device wrote to it, at that moment, whatever the page's
+        attribute at the end of the op (a page made private and shared again inside one
+        op, by a nested or an interleaved conversion, included).  What a device writes
+        after the change is expected again."""
+        for page in pages:
+            self.expected_data.pop(page, None)
+
     def _forget_private_data(self) -> None:
-        # Contents are not preserved across a conversion: a page that is private now no
-        # longer carries what a device wrote while it was shared.
+        # After the op: a page that is private now carries nothing a device wrote while
+        # it was shared (every attribute change already forgot its pages, as it happened:
+        # _forget_converted).
         for page in [p for p in self.expected_data if self.kvm.is_private(p)]:
             del self.expected_data[page]
 
