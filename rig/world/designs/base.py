@@ -19,7 +19,7 @@ class Design:
     """Base class: QEMU's coordinated VFIO hot-plug, no conversion policy.
 
     Class attributes (the contract the oracle and the verdict table read):
-    ``rollback``           RamBlockAttributes policy (none | listeners | full)
+    ``rollback``           RamBlockAttributes policy (none | listeners | full | sources)
     ``inplace``            shared pages live in guest_memfd (in-place conversion)
     ``atomic``             a failed conversion promises to leave the world as before
     ``stops_vm``           a negative kvm_convert_memory return stops the VM
