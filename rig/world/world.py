@@ -44,11 +44,16 @@ class ManagerCalls:
     (an interleaved op), after which the state may legitimately move under the walk.
     """
 
-    __slots__ = ("core_attr", "calls")
+    # What the world reads on every op is bound once, not looked up by __getattr__.
+    _BOUND = ("bitmap", "is_valid_range", "get_min_granularity", "is_populated",
+              "replay_populated", "replay_discarded", "listeners")
+    __slots__ = ("core_attr", "calls") + _BOUND
 
     def __init__(self, core_attr, calls: list):
         self.core_attr = core_attr
         self.calls = calls
+        for name in self._BOUND:
+            setattr(self, name, getattr(core_attr, name))
 
     def __getattr__(self, name):
         return getattr(self.core_attr, name)
