@@ -33,3 +33,22 @@ def test_trace_replays_as_expected(path, backend):
     loaded = replay.load_input(str(path))
     result, lines, _ = replay.replay(loaded, str(path), backend)
     assert replay.exit_code(loaded, result) == 0, "\n".join(lines)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("path", TRACES, ids=lambda p: str(p.relative_to(CORPORA)))
+def test_replay_text_matches_snapshot(path, backend):
+    """The replay text of every corpus trace is the one recorded in tests/corpus/
+    snapshots/ (regenerate with ``python -m tests.corpus.snapshot`` and review the diff:
+    a refactor must leave it unchanged)."""
+    from tests.corpus.snapshot import replay_text, snapshot_path
+
+    expected = snapshot_path(path)
+    assert expected.is_file(), f"no snapshot for {path.name}: run python -m tests.corpus.snapshot"
+    assert replay_text(path, backend) == expected.read_text()
+
+
+def test_every_snapshot_has_its_trace():
+    from tests.corpus.snapshot import SNAPSHOTS, snapshot_path
+
+    assert {snapshot_path(p) for p in TRACES} == set(SNAPSHOTS.glob("*.txt"))

@@ -1,0 +1,53 @@
+"""Replay texts of every corpus trace, kept as snapshots: the safety net of refactors.
+
+    python -m tests.corpus.snapshot          rewrite tests/corpus/snapshots/ (review the diff)
+
+A snapshot is what ``rig replay PATH`` prints for ``corpora/PATH`` on the Cython core with
+the differential shadow on, the path relative to the repository.  tests/corpus/
+test_corpus.py compares every trace's replay text with its snapshot, on both backends
+(the ``backend:`` line aside), so a change of behaviour anywhere under the trace format,
+the world, the designs or the oracle shows as a diff of a text file, op by op.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPORA = ROOT / "corpora"
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+
+
+def traces() -> list[Path]:
+    return sorted(CORPORA.rglob("*.trace"))
+
+
+def snapshot_path(trace: Path) -> Path:
+    return SNAPSHOTS / (str(trace.relative_to(CORPORA)).replace("/", "__") + ".txt")
+
+
+def replay_text(trace: Path, backend: str = "cy") -> str:
+    from rig.replay import load_input, replay
+
+    rel = str(trace.relative_to(ROOT))
+    loaded = load_input(str(trace))
+    _, lines, _ = replay(loaded, rel, backend)
+    return "\n".join(line for line in lines if not line.startswith("backend: ")) + "\n"
+
+
+def main() -> int:
+    SNAPSHOTS.mkdir(exist_ok=True)
+    wanted = set()
+    for trace in traces():
+        path = snapshot_path(trace)
+        wanted.add(path)
+        path.write_text(replay_text(trace))
+    for stale in set(SNAPSHOTS.glob("*.txt")) - wanted:
+        stale.unlink()
+    print(f"{len(wanted)} snapshot(s) in {SNAPSHOTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
