@@ -32,7 +32,7 @@ fi
 (cd "$WORK" && LD_PRELOAD="$preload" ASAN_OPTIONS=detect_leaks=0 python3 -c \
     'import rig.core, rig.core.cy.iommu; assert rig.core.BACKEND == "cy", rig.core.BACKEND')
 
-# 3. One fuzzer per shipped harness: the non-canary harnesses of rig.harnesses.HARNESSES,
+# 3. One fuzzer per shipped harness: the non-canary harnesses of rig.drive.harnesses.HARNESSES,
 #    listed by the script that also writes their seed corpora.  compile_python_fuzzer
 #    bundles fuzz/<name>.py with PyInstaller into $OUT/<name>.pkg and writes the
 #    $OUT/<name> wrapper.  It runs from $WORK so that PyInstaller finds `rig` in

@@ -5,7 +5,7 @@ shipped harness.
     python ci/make_fuzz_seeds.py OUTDIR     write OUTDIR/<harness>_seed_corpus.zip
     python ci/make_fuzz_seeds.py --list     print the shipped harnesses, one a line
 
-The shipped harnesses are those of ``rig.harnesses.HARNESSES`` that are not canaries
+The shipped harnesses are those of ``rig.drive.harnesses.HARNESSES`` that are not canaries
 (``expect_crash``: they fail on purpose and must never reach ClusterFuzz).
 .clusterfuzzlite/build.sh uses ``--list`` to pick the scripts it compiles, so the
 fuzzers and their seed corpora come from one list.  A harness' fuzzer is
@@ -45,7 +45,7 @@ ZIP_MODE = 0o100644 << 16
 
 def shipped() -> list[str]:
     """The non-canary harnesses, sorted: the fuzzers OSS-Fuzz / ClusterFuzzLite gets."""
-    from rig.harnesses import HARNESSES
+    from rig.drive.harnesses import HARNESSES
 
     names = []
     for name in sorted(HARNESSES):
@@ -61,7 +61,7 @@ def shipped() -> list[str]:
 
 def inputs(name: str, corpora: Path) -> dict[str, bytes]:
     """The seed inputs of one harness, by content hash."""
-    from rig.harnesses import HARNESSES
+    from rig.drive.harnesses import HARNESSES
 
     found = {}
     for data in HARNESSES[name].seeds():

@@ -19,7 +19,7 @@ import atheris
 import hypothesis  # noqa: F401  (imported before instrumentation: third-party code is not instrumented)
 
 with atheris.instrument_imports(include=["rig"]):
-    from rig.harnesses import fuzz_argv, harness_for
+    from rig.drive.harnesses import fuzz_argv, harness_for
 
 HARNESS = harness_for("core_differential", None)
 

@@ -1,6 +1,6 @@
-"""Harness statemachine: the hypothesis state machine over the World (rig.stateful).
+"""Harness statemachine: the hypothesis state machine over the World (rig.drive.stateful).
 
-Covers: the World stepped op by op through rig.executor.Session (the world under test,
+Covers: the World stepped op by op through rig.check.session.Session (the world under test,
 its reference-model shadow and the oracle after every op) with the machine's rules:
 conversions (block-aligned, rarely half a page off, sometimes past the end of RAM),
 guest touches, device DMA, VFIO hot-plug and unplug, generic listeners, replays; an
@@ -42,10 +42,10 @@ import os
 
 import atheris
 import hypothesis  # noqa: F401  (imported before instrumentation: third-party code is not instrumented)
-import hypothesis.stateful  # noqa: F401  (idem: rig.stateful imports it on first use)
+import hypothesis.stateful  # noqa: F401  (idem: rig.drive.stateful imports it on first use)
 
 with atheris.instrument_imports(include=["rig"]):
-    from rig.harnesses import fuzz_argv, harness_for
+    from rig.drive.harnesses import fuzz_argv, harness_for
 
 HARNESS = harness_for("statemachine", os.environ.get("RIG_FUZZ_DESIGN") or None)
 

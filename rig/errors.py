@@ -25,6 +25,15 @@ ENOSPC = _errno.ENOSPC
 EOVERFLOW = _errno.EOVERFLOW
 
 
+#: Exit codes, the same for every ``rig`` subcommand: 0 ok, 1 usage or input error, 2 a
+#: finding (a violation, a VM stop a trace does not expect, a core mismatch), 3 an
+#: internal error of the rig itself (including a run that could not do its job).
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_FINDING = 2
+EXIT_INTERNAL = 3
+
+
 class UsageError(Exception):
     """Bad flags or input: printed as one line by the CLI, exit 1."""
 

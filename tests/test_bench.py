@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rig(*args):
-    return subprocess.run([sys.executable, "-m", "rig.cli", "bench", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "rig.cli.main", "bench", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -5,6 +5,9 @@ Two backends with one API (msgpack's pattern): the compiled Cython modules in
 environment has ``RIG_PUREPYTHON=1`` at import time.  ``BACKEND`` names the one in use;
 ``load_backend(name)`` gives either explicitly (tests and the differential check use both
 in one process).
+
+May import: rig.errors only.  The core is what gets ported to QEMU's C: it knows nothing
+of the world, the oracle or the drivers (rig/world/ and above call into it).
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from rig.core import load_backend
 from rig.core.types import MemoryRegionSection
 from rig.errors import EBUSY, EFAULT, EINVAL, ENOENT, ENOMEM
-from rig.faults import FaultPlan, Injected, make_plan
-from rig.ops import interleave_point
+from rig.world.faults import FaultPlan, Injected, make_plan
+from rig.world.ops import interleave_point
 from rig.world.config import WorldConfig
+from rig.world.device import Device
 from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile, kvm_gmem_fallocate
 from rig.world.kvm import ATTRIBUTES_MAX, Kvm
 
@@ -26,12 +27,12 @@ HOST_VADDR_BASE = 0x7F0000000000
 HOST_VADDR_STRIDE = 0x10000000000  # 1 TiB between blocks
 
 
-def core_backend(name: str):
-    if name == "model":
-        from rig import model
-
-        return model.backend()
-    return load_backend(name)
+def core_backend(backend):
+    """A core backend: ``"cy"`` or ``"pure"`` by name, or a namespace with the same
+    names (the reference model's, rig.check.model.backend(), for the shadow world)."""
+    if isinstance(backend, str):
+        return load_backend(backend)
+    return backend
 
 
 class ManagerCalls:
@@ -106,20 +107,6 @@ class RamBlock:
     def shared_file(self, inplace: bool) -> HostFile:
         """The file whose pages the host maps (and VFIO pins) for shared memory."""
         return self.gmem if inplace else self.memfd
-
-
-@dataclass
-class Device:
-    """A hot-plugged device: a VFIO device (listeners or, uncoordinated, whole-RAM
-    mappings) or a generic RamDiscardListener user."""
-
-    dev: int
-    kind: str  # "vfio" | "rdl"
-    gpa: int
-    size: int
-    container: object = None                        # VFIO: its own container / IOAS
-    listeners: list = field(default_factory=list)   # (RamBlock, listener)
-    mappings: list = field(default_factory=list)    # (iova, size): uncoordinated designs
 
 
 _LISTENER_CLASSES: dict = {}
@@ -323,12 +310,12 @@ class HostPinner:
 class World:
     """One simulated VM.  Build it from a validated config; apply ops with ``apply``."""
 
-    def __init__(self, config: WorldConfig, backend: str = "cy", plan: FaultPlan | None = None):
+    def __init__(self, config: WorldConfig, backend="cy", plan: FaultPlan | None = None):
         from rig.world.designs import make_design
 
         self.config = config
         self.core = core_backend(backend)
-        self.backend = backend
+        self.backend = self.core.name
         self.design = make_design(config.design)
         self.plan = plan if plan is not None else make_plan(
             config.faults, seed=config.seed, nth=config.fail_nth,
@@ -608,7 +595,7 @@ class World:
             at, nested = interleave
             kind, n = interleave_point(at)
             # count: notifications done; started: notifications begun; attr_calls:
-            # KVM_SET_MEMORY_ATTRIBUTES calls of the op (rig.ops.interleave_point).
+            # KVM_SET_MEMORY_ATTRIBUTES calls of the op (rig.world.ops.interleave_point).
             self._interleave = {"at": at, "kind": kind, "n": n, "op": nested, "count": 0,
                                 "started": 0, "attr_calls": 0}
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rig import differential
-from rig.differential import CoreConfig, DifferentialMismatch
+from rig.check import differential
+from rig.check.differential import CoreConfig, DifferentialMismatch
 
 from tests.conftest import BACKENDS
 
@@ -49,7 +49,7 @@ def test_seeded_long_streams_agree(seed):
 def test_mismatch_is_reported_with_the_op():
     """The differential check can fail: a model with a planted bug (notification order
     not head-first) is caught at the first op that shows it."""
-    from rig import model
+    from rig.check import model
 
     original = model.ModelRamBlockAttributes.register_listener
 
@@ -70,6 +70,6 @@ def test_mismatch_is_reported_with_the_op():
 
 
 def test_selftest_cli_passes():
-    from rig.cli import main
+    from rig.cli.main import main
 
     assert main(["selftest", "--ops", "60"]) == 0

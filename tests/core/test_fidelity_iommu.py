@@ -12,7 +12,7 @@ import pytest
 
 from rig.core.types import MemoryRegionSection as S
 from rig.errors import EEXIST, EFAULT, EINVAL, ENOMEM, EOVERFLOW
-from rig.model import ModelIommu, ModelVfioListener
+from rig.check.model import ModelIommu, ModelVfioListener
 
 PG = 0x1000
 U64 = 1 << 64

@@ -26,7 +26,7 @@ from rig.errors import (
     EPERM,
     errno_name,
 )
-from rig.model import ModelIommu
+from rig.check.model import ModelIommu
 from tests.conftest import BACKENDS
 
 PG = 0x1000
@@ -776,7 +776,7 @@ def test_huge_pgsize_container(core, shift):
     assert c.unmap_dma(0, pg) == pg
 
 
-# == differential: both backends against rig.model.ModelIommu ============================
+# == differential: both backends against rig.check.model.ModelIommu ============================
 
 class _DetPinner:
     """Deterministic pinner for the differential run: fails for some vaddrs."""
@@ -824,7 +824,7 @@ _TRANSLATE = st.tuples(st.just("translate"), _PAGE, st.integers(0, PG - 1), st.b
                     min_size=4, max_size=40))
 def test_backends_agree_with_model_iommu(kind, limit, memlock, ranges, use_pinner, ops):
     """vfio_dma_do_map / vfio_dma_do_unmap / iopt_map_pages / iopt_unmap_iova_range: every
-    backend returns what rig.model.ModelIommu returns, and holds the same mappings,
+    backend returns what rig.check.model.ModelIommu returns, and holds the same mappings,
     count, locked_vm, dma_avail and pinner calls, after every op."""
     kw = {"pgsize": PG, "memlock_limit": None if memlock is None else memlock * PG}
     if kind == "type1":

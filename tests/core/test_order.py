@@ -9,11 +9,11 @@ just that order swapped: the mutant is caught, and the real core passes the same
 
 import pytest
 
-from rig import differential
+from rig.check import differential
 from rig.core.pure import ram_block_attributes as pure_rba
-from rig.differential import CoreConfig, OrderViolation
-from rig.executor import run
-from rig.ops import op
+from rig.check.differential import CoreConfig, OrderViolation
+from rig.check.session import run
+from rig.world.ops import op
 from rig.world.config import RamSpec, WorldConfig
 
 from tests.conftest import BACKENDS
@@ -182,7 +182,7 @@ def test_the_default_campaign_harness_would_see_a_wrong_order(monkeypatch):
     before setting its bitmap; the same inputs are clean on the real core."""
     import random
 
-    from rig import harnesses
+    from rig.drive import harnesses
     from rig.core import load_backend
     from rig.world import world as world_mod
 
@@ -192,7 +192,7 @@ def test_the_default_campaign_harness_would_see_a_wrong_order(monkeypatch):
               for _ in range(400)]
     pure = load_backend("pure")
     monkeypatch.setattr(world_mod, "core_backend",
-                        lambda name: __import__("rig.model", fromlist=["backend"]).backend()
+                        lambda name: __import__("rig.check.model", fromlist=["backend"]).backend()
                         if name == "model" else pure)
     for data in inputs[:150]:
         harness.one_input(data)  # the real (pure) core: nothing found

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rig import differential
+from rig.check import differential
 from rig.core import load_backend
 from rig.core.types import MemoryRegionSection as S
-from rig.differential import CoreConfig
+from rig.check.differential import CoreConfig
 from rig.errors import ENOMEM
-from rig.model import ModelRamBlockAttributes, ModelRamDiscardListener
+from rig.check.model import ModelRamBlockAttributes, ModelRamDiscardListener
 
 from tests.conftest import BACKENDS
 

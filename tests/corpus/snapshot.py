@@ -28,7 +28,7 @@ def snapshot_path(trace: Path) -> Path:
 
 
 def replay_text(trace: Path, backend: str = "cy") -> str:
-    from rig.replay import load_input, replay
+    from rig.cli.replay import load_input, replay
 
     rel = str(trace.relative_to(ROOT))
     loaded = load_input(str(trace))

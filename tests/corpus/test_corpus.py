@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rig import replay
-from rig.trace import load, parse, serialize
+from rig.cli import replay
+from rig.trace.format import load, parse, serialize
 
 from tests.conftest import BACKENDS
 

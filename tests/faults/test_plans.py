@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from rig.errors import EINTR, ENOMEM, ENOSPC
-from rig.faults import SITES, ExplicitPlan, FailNthPlan, FaultSpec, SeededPlan, make_plan
-from rig.ops import op
+from rig.world.faults import SITES, ExplicitPlan, FailNthPlan, FaultSpec, SeededPlan, make_plan
+from rig.world.ops import op
 
 
 @pytest.mark.parametrize("text,spec", [
@@ -74,7 +74,7 @@ def restore_failing(count: int) -> list:
 def test_hardened_survives_a_restore_failing_one_less_than_its_retries():
     """hardened retries an undo step 8 times: 7 failures leave the world exactly as
     before; 8 are its documented limit (give_up, and the oracle reports what is left)."""
-    from rig.executor import run
+    from rig.check.session import run
     from rig.world.config import RamSpec, WorldConfig
     from rig.world.designs import DESIGNS
 
@@ -132,8 +132,8 @@ def test_make_plan_modes():
 
 DIGEST = """
 import hashlib, sys
-from rig.decode import decode
-from rig.executor import run
+from rig.trace.decode import decode
+from rig.check.session import run
 digest = hashlib.sha256()
 for i in range(40):
     data = hashlib.sha256(str(i).encode()).digest() * 3

@@ -4,9 +4,9 @@ reaches the design's error path (DESIGN.md 4, "Faults")."""
 import pytest
 
 from rig.errors import EBUSY, EFAULT, EINTR, EIO, ENOENT, ENOMEM, ENOSPC
-from rig.executor import run
-from rig.faults import SITES, FaultSpec
-from rig.ops import op
+from rig.check.session import run
+from rig.world.faults import SITES, FaultSpec
+from rig.world.ops import op
 from rig.world.config import WorldConfig
 
 from tests.conftest import BACKENDS

@@ -9,8 +9,8 @@ findings that define them.
 
 import pytest
 
-from rig import sweep
-from rig.scenarios import SCENARIOS
+from rig.drive import sweep
+from rig.trace.scenarios import SCENARIOS
 from rig.world.designs import DESIGNS
 
 IOMMUS = ("type1", "iommufd")
@@ -82,7 +82,7 @@ def test_rdm_rollback_keeps_listeners_consistent_where_10_1_does_not():
 
 
 def test_sweep_cli_exit_codes(capsys):
-    from rig.cli import main
+    from rig.cli.main import main
 
     assert main(["sweep", "--design", "hardened", "--scenario", "seed", "--coverage"]) == 0
     out = capsys.readouterr().out

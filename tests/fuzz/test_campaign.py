@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def rig(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "rig.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "rig.cli.main", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -55,7 +55,7 @@ def test_bad_flags_exit_1():
 
 
 def test_slot_budget_shares_what_is_left_after_overheads():
-    from rig.campaign import slot_budget
+    from rig.drive.campaign import slot_budget
 
     assert slot_budget(60.0, 6, 5.0) == 5.0
     # A campaign that runs late still gives each remaining harness a second.

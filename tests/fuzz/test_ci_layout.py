@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rig.harnesses import HARNESSES
+from rig.drive.harnesses import HARNESSES
 
 ROOT = Path(__file__).resolve().parents[2]
 CFL = ROOT / ".clusterfuzzlite"
@@ -216,9 +216,9 @@ def test_dictionary_parses_as_libfuzzer_syntax(path):
 
 def test_trace_text_dictionary_speaks_the_trace_format():
     values = {v for _, v in parse_libfuzzer_dict((ROOT / "fuzz" / "trace_text.dict").read_text())}
-    from rig.faults import SITES
-    from rig.ops import OPS
-    from rig.trace import MAGIC
+    from rig.world.faults import SITES
+    from rig.world.ops import OPS
+    from rig.trace.format import MAGIC
 
     assert MAGIC.encode() in values
     for name in OPS:

@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from rig import harnesses
-from rig.harnesses import HARNESSES, Finding, harness_for
-from rig.trace import parse, serialize
+import rig.drive.base
+from rig.drive import harnesses
+from rig.drive.harnesses import HARNESSES, Finding, harness_for
+from rig.trace.format import parse, serialize
 
 
 @pytest.mark.parametrize("name", [n for n in HARNESSES if not HARNESSES[n].expect_crash])
@@ -73,7 +74,7 @@ def test_a_bad_design_is_found_and_known_signatures_are_not_reported(monkeypatch
     assert found is not None
     data, exc = found
     assert exc.signature.startswith("violation ") and exc.trace is not None
-    monkeypatch.setattr(harnesses, "KNOWN", frozenset({exc.signature}))
+    monkeypatch.setattr(rig.drive.base, "KNOWN", frozenset({exc.signature}))
     try:
         h.one_input(data)
     except Finding as again:
@@ -93,8 +94,8 @@ def test_trace_text_mutator_is_deterministic_and_parseable():
 def test_trace_text_keeps_faults_within_hardened_retry_bound():
     """A fault outlasting hardened's retries is its documented limit: trace_text clamps
     COUNT, and drops a second spec that would extend a run of failing hits past it."""
-    from rig.decode import FAULT_COUNT_MAX
-    from rig.faults import FaultSpec
+    from rig.trace.decode import FAULT_COUNT_MAX
+    from rig.world.faults import FaultSpec
 
     text = ("# gmem-rig trace v1\n"
             "vfio_register(0, 0x0, 0x4000)\n"
@@ -114,7 +115,7 @@ def test_trace_text_keeps_faults_within_hardened_retry_bound():
 def test_decoded_faults_stay_within_hardened_retry_bound():
     """Two decoded specs on one site can add up past the bound; convert_explicit drops
     the second, so no site fails more than FAULT_COUNT_MAX hits in a row."""
-    from rig.decode import FAULT_COUNT_MAX
+    from rig.trace.decode import FAULT_COUNT_MAX
 
     harness, rng, pairs = HARNESSES["convert_explicit:hardened"], random.Random(5), 0
     for _ in range(1500):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rig import native
-from rig.harnesses import HARNESSES
+from rig.drive import native
+from rig.drive.harnesses import HARNESSES
 
 ROOT = Path(__file__).resolve().parents[2]
 

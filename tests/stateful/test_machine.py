@@ -1,4 +1,4 @@
-"""The hypothesis state machine over the World (rig.stateful) and its fuzz harness.
+"""The hypothesis state machine over the World (rig.drive.stateful) and its fuzz harness.
 
 The hardened design survives the machine; the known-bad designs break an invariant, and
 the Finding prints the run as a trace that parses and replays to the same violation.
@@ -12,11 +12,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-import rig.harnesses
-from rig.executor import run
-from rig.harnesses import HARNESSES, Finding, harness_for
-from rig.stateful import StateMachineHarness, machine_for, trace_from_finding
-from rig.trace import MAGIC, Expect, parse, serialize
+import rig.drive.base
+import rig.drive.harnesses
+from rig.check.session import run
+from rig.drive.harnesses import HARNESSES, Finding, harness_for
+from rig.drive.stateful import StateMachineHarness, machine_for, trace_from_finding
+from rig.trace.format import MAGIC, Expect, parse, serialize
 
 from tests.conftest import BACKENDS
 
@@ -120,6 +121,6 @@ def test_harness_finding_on_qemu_10_1_is_a_trace(monkeypatch):
     assert parse(serialize(trace)) == trace
     assert trace.expect.matches(run(trace.config, trace.ops, BACKEND).outcome)
     # A signature the campaign already has is not reported again.
-    monkeypatch.setattr(rig.harnesses, "KNOWN", frozenset({finding.signature}))
+    monkeypatch.setattr(rig.drive.base, "KNOWN", frozenset({finding.signature}))
     harness.one_input(data)
     assert harness.to_trace(data) == trace

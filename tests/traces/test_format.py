@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rig.decode import DecodeOptions, decode
-from rig.findings import unminimized
-from rig.ops import op
-from rig.trace import MAGIC, Trace, TraceError, parse, serialize
+from rig.trace.decode import DecodeOptions, decode
+from rig.trace.findings import unminimized
+from rig.world.ops import op
+from rig.trace.format import MAGIC, Trace, TraceError, parse, serialize
 from rig.world.config import WorldConfig
 
 
@@ -154,7 +154,7 @@ def mutated(draw):
 def test_mutated_traces_parse_or_fail_cleanly(text):
     """The parser either parses or raises TraceError (never another exception), and a
     parsed trace replays without an internal error."""
-    from rig import replay
+    from rig.cli import replay
 
     try:
         trace = parse(text, "m.trace")

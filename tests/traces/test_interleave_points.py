@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from rig.decode import POINTS, DecodeOptions, decode
-from rig.executor import run
-from rig.ops import interleave_point, op
-from rig.trace import Trace, mutate_trace, parse, parse_op_line, serialize
+from rig.trace.decode import POINTS, DecodeOptions, decode
+from rig.check.session import run
+from rig.world.ops import interleave_point, op
+from rig.trace.format import Trace, mutate_trace, parse, parse_op_line, serialize
 from rig.world.config import WorldConfig
 
 from tests.conftest import BACKENDS

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rig.cli import main
-from rig.findings import unminimized
-from rig.minimize import Minimizer
-from rig.trace import serialize
+from rig.cli.main import main
+from rig.trace.findings import unminimized
+from rig.trace.minimize import Minimizer
+from rig.trace.format import serialize
 
 ROOT = Path(__file__).resolve().parents[2]
 REG = ROOT / "corpora" / "regressions"
@@ -71,8 +71,8 @@ expect: ok (matches)
 
 
 def seed_trace(tmp_path):
-    from rig.scenarios import SCENARIOS
-    from rig.trace import Expect, Trace
+    from rig.trace.scenarios import SCENARIOS
+    from rig.trace.format import Expect, Trace
 
     sc = SCENARIOS["seed"]
     path = tmp_path / "seed.trace"
@@ -121,7 +121,7 @@ def test_replay_raw_crash_file(tmp_path, capsys):
 
 
 def rig(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "rig.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "rig.cli.main", *args], capture_output=True,
                           text=True, cwd=cwd)
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import oracle
-from rig.executor import run
-from rig.ops import op
-from rig.trace import load
+from rig.check import oracle
+from rig.check.session import run
+from rig.world.ops import op
+from rig.trace.format import load
 from rig.world.config import RamSpec, WorldConfig
 from rig.world.world import World
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from rig import report
+from rig.cli import report
 
 ROOT = Path(__file__).resolve().parents[2]
 

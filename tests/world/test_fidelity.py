@@ -10,8 +10,8 @@ vfio_listener_region_add() (hw/vfio/listener.c).
 import pytest
 
 from rig.errors import EFAULT, EINVAL, ENOMEM, ENOSPC
-from rig.executor import run
-from rig.ops import op
+from rig.check.session import run
+from rig.world.ops import op
 from rig.world.config import X86_LAYOUT, RamSpec, WorldConfig
 from rig.world.designs import DESIGNS
 from rig.world.kvm import Kvm

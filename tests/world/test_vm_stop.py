@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from rig import replay
-from rig.cli import main
+from rig.cli import replay
+from rig.cli.main import main
 from rig.errors import EIO, ENOMEM
-from rig.executor import run
-from rig.faults import FaultSpec
-from rig.ops import op
-from rig.trace import Trace, serialize
+from rig.check.session import run
+from rig.world.faults import FaultSpec
+from rig.world.ops import op
+from rig.trace.format import Trace, serialize
 from rig.world.config import RamSpec, WorldConfig
 
 from tests.conftest import BACKENDS

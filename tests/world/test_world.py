@@ -6,12 +6,12 @@ and the same scenario on ``hardened`` stays silent.
 
 import pytest
 
-from rig import oracle
+from rig.check import oracle
 from rig.errors import EEXIST, EINVAL, ENOMEM, ENOSPC
-from rig.executor import run
-from rig.faults import FaultSpec
-from rig.ops import op
-from rig.trace import serialize
+from rig.check.session import run
+from rig.world.faults import FaultSpec
+from rig.world.ops import op
+from rig.trace.format import serialize
 from rig.world.config import X86_LAYOUT, RamSpec, WorldConfig
 from rig.world.designs import DESIGNS
 from rig.world.world import World
@@ -258,7 +258,7 @@ def test_data_integrity_fires_when_dma_hits_a_stale_frame(backend):
 
 
 def test_differential_fires_on_a_planted_model_bug(backend, monkeypatch):
-    from rig import model
+    from rig.check import model
 
     original = model.ModelVfioListener.notify_populate
 
@@ -423,8 +423,8 @@ def test_attr_agree_matches_a_page_walk(design):
     unaligned conversions): the same blocks, in the same words, as a page walk."""
     import random
 
-    from rig.executor import Session
-    from rig.harnesses import harness_for
+    from rig.check.session import Session
+    from rig.drive.harnesses import harness_for
 
     harness, rng, fired = harness_for("convert", design), random.Random(11), 0
     for _ in range(150):

@@ -8,9 +8,14 @@ happens on an error.  Each design is one file holding one subclass, plus a line 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rig.errors import EINVAL, ENOSPC
 from rig.world.host import PAGE_SIZE
-from rig.world.world import Device, World
+from rig.world.device import Device
+
+if TYPE_CHECKING:
+    from rig.world.world import World
 
 U64 = 1 << 64
 

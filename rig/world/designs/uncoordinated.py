@@ -2,7 +2,7 @@
 
 from rig.errors import EINVAL
 from rig.world.designs.base import Qemu101Conversion
-from rig.world.world import Device
+from rig.world.device import Device
 
 
 class Uncoordinated(Qemu101Conversion):

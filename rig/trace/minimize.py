@@ -23,10 +23,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, replace
 
-from rig.executor import run
-from rig.faults import FaultSpec
-from rig.ops import Op
-from rig.trace import Expect, Trace, serialize
+from rig.check.session import run
+from rig.world.faults import FaultSpec
+from rig.world.ops import Op
+from rig.trace.format import Expect, Trace, serialize
 from rig.world.config import RamSpec, WorldConfig
 
 #: Runs one minimization may spend before it stops shrinking (it still writes its best).
@@ -148,7 +148,7 @@ class Minimizer:
         return changed
 
     def shrink_args(self) -> bool:
-        from rig.ops import OPS
+        from rig.world.ops import OPS
 
         changed = False
         bs = self.trace.config.block_size
@@ -226,7 +226,7 @@ def reproduces_in_fresh_processes(text: str, times: int = 3, backend: str = "cy"
         path = f.name
     try:
         for _ in range(times):
-            proc = subprocess.run([sys.executable, "-m", "rig.cli", "replay", "--quiet",
+            proc = subprocess.run([sys.executable, "-m", "rig.cli.main", "replay", "--quiet",
                                    "--backend", backend, path],
                                   capture_output=True, text=True, env=dict(os.environ))
             if proc.returncode != 0:

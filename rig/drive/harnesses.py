@@ -4,7 +4,7 @@ and the tests.
 
 A harness turns bytes into a run and raises ``Finding`` when the run breaks an invariant
 (atheris reports any uncaught exception as a crash).  World harnesses decode bytes with
-the one decoder (rig.decode), so every crash file prints as a trace.  A harness name may
+the one decoder (rig.trace.decode), so every crash file prints as a trace.  A harness name may
 carry a fixed design after a colon (``convert:qemu-10.1``); the default design of a world
 harness is the rig's own target, ``hardened``, so that the main campaign finds nothing
 unless something is wrong.
@@ -12,7 +12,6 @@ unless something is wrong.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from dataclasses import dataclass, replace
@@ -20,99 +19,17 @@ from dataclasses import dataclass, replace
 # Everything a harness runs is imported here, at module level: the fuzz scripts import
 # this module under atheris.instrument_imports(), and a module first imported later (a
 # lazy import inside one_input) would run uninstrumented, giving libFuzzer no feedback.
-import rig.differential  # noqa: F401
-import rig.executor  # noqa: F401
-import rig.model  # noqa: F401
-import rig.oracle  # noqa: F401
-from rig.decode import FAULT_COUNT_MAX, DecodeOptions, Reader, decode
-from rig.faults import longest_failing_run
-from rig.ops import Op
-from rig.trace import Trace, TraceError, parse, serialize
-
-#: The design world harnesses use unless the caller picks one (RIG_FUZZ_DESIGN, --design,
-#: NAME:DESIGN).  Never decoded from the input: a standalone fuzz/ script or a
-#: ClusterFuzzLite bundle would otherwise report the known bugs of the known-bad designs
-#: on its first inputs, and `rig replay --harness convert` would need the same rule.
-DEFAULT_DESIGN = "hardened"
-
-
-class Finding(AssertionError):
-    """A harness found a broken invariant (or, for the canary, what it plants).
-    ``signature`` names the kind of finding ("violation stale-mapping"): a campaign
-    tells its harnesses which signatures it already has, so they stop re-reporting."""
-
-    def __init__(self, harness: str, summary: str, trace: Trace | None = None,
-                 signature: str | None = None):
-        super().__init__(f"[{harness}] {summary}")
-        self.harness = harness
-        self.summary = summary
-        self.trace = trace
-        self.signature = signature or summary
-
-
-def _known_signatures() -> frozenset:
-    """Signatures the running campaign already has (RIG_FUZZ_KNOWN: a file, one a line)."""
-    path = os.environ.get("RIG_FUZZ_KNOWN")
-    if not path or not os.path.exists(path):
-        return frozenset()
-    with open(path, encoding="utf-8") as f:
-        return frozenset(line.strip() for line in f if line.strip())
-
-
-KNOWN = _known_signatures()
-
-
-def violation_signature(outcome, steps) -> str:
-    """"violation shared-unmapped in kvm_convert_memory after vfio.dma_map": the invariant,
-    the op kind that broke it and the sites that fired there.  Fine enough that one known
-    bug does not mask another with the same invariant, coarse enough that a campaign does
-    not report the same bug once per input."""
-    signature = f"violation {outcome.invariant}"
-    if steps and outcome.op_index is not None and outcome.op_index < len(steps):
-        step = steps[outcome.op_index]
-        sites = sorted({fault[0] for fault in step.faults})
-        signature += f" in {step.op.name}" + (f" after {'+'.join(sites)}" if sites else "")
-    return signature
-
-
-def report_violation(harness: str, outcome, trace, steps=None) -> None:
-    """Raise a Finding for a violation outcome, unless the campaign already has it."""
-    if outcome.kind != "violation":
-        return
-    signature = violation_signature(outcome, steps)
-    if signature in KNOWN:
-        return
-    raise Finding(harness, f"{signature} at op {outcome.op_index}: {outcome.detail}", trace,
-                  signature)
-
-
-@dataclass(frozen=True)
-class Harness:
-    name: str
-    doc: str
-    script: str                 # fuzz/<script>.py
-    expect_crash: bool = False  # the canary
-
-    def one_input(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def to_trace(self, data: bytes) -> Trace | None:
-        """The input as a trace, for reports and minimization (None: not a world run)."""
-        return None
-
-    def explain(self, data: bytes) -> list[str]:
-        """The input in text, for harnesses that do not decode to a trace."""
-        trace = self.to_trace(data)
-        return serialize(trace).splitlines() if trace is not None else [repr(data[:64])]
-
-    def seeds(self) -> list[bytes]:
-        """Deterministic seed inputs for an empty corpus."""
-        return [hashlib.sha256(f"{self.name}/{i}".encode()).digest() * (1 + i % 4)
-                for i in range(8)]
-
-    def for_design(self, design: str | None) -> "Harness":
-        return self
-
+import rig.check.differential  # noqa: F401
+import rig.check.session  # noqa: F401
+import rig.check.model  # noqa: F401
+import rig.check.oracle  # noqa: F401
+from rig.trace.decode import FAULT_COUNT_MAX, DecodeOptions, Reader, decode
+from rig.world.faults import longest_failing_run
+from rig.world.ops import Op
+from rig.trace.format import Trace, TraceError, parse, serialize
+from rig.drive.base import (DEFAULT_DESIGN, KNOWN, Finding, Harness, report_violation,  # noqa: F401
+                             violation_signature)
+from rig.drive.stateful import StateMachineHarness
 
 # -- world harnesses --------------------------------------------------------------------
 
@@ -127,7 +44,7 @@ class WorldHarness(Harness):
                                             f"{self.name}"])
 
     def one_input(self, data: bytes) -> None:
-        from rig.executor import Session
+        from rig.check.session import Session
 
         trace = self.to_trace(data)
         session = Session(trace.config)
@@ -154,7 +71,7 @@ class CoreHarness(Harness):
     kinds: tuple | None = None
 
     def decode_ops(self, data: bytes):
-        from rig.differential import CoreConfig, random_op
+        from rig.check.differential import CoreConfig, random_op
 
         r = Reader(data)
         cfg = CoreConfig(nblocks=(8, 24, 67, 130)[r.below(4)],
@@ -170,7 +87,7 @@ class CoreHarness(Harness):
         return cfg, ops
 
     def one_input(self, data: bytes) -> None:
-        from rig.differential import run
+        from rig.check.differential import run
 
         cfg, ops = self.decode_ops(data)
         run(ops, cfg, _core_impls())  # raises DifferentialMismatch (an AssertionError)
@@ -213,7 +130,7 @@ class TextHarness(Harness):
         return self.parse(data)
 
     def one_input(self, data: bytes) -> None:
-        from rig.executor import run
+        from rig.check.session import run
 
         trace = self.parse(data)
         if trace is None or not trace.ops:
@@ -226,7 +143,7 @@ class TextHarness(Harness):
         return replace(self, name=f"{self.name.split(':')[0]}:{design}", design=design)
 
     def seeds(self) -> list[bytes]:
-        root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                             "corpora", "regressions")
         out = []
         if os.path.isdir(root):
@@ -239,7 +156,7 @@ class TextHarness(Harness):
     def mutate(self, data: bytes, max_size: int, seed: int) -> bytes:
         """Op-level mutation: insert, delete, swap or duplicate ops, change a size or an
         offset, toggle a fault property or an interleaving."""
-        from rig.trace import mutate_trace
+        from rig.trace.format import mutate_trace
 
         trace = self.parse(data)
         if trace is None:
@@ -332,10 +249,8 @@ HARNESSES = _Registry((h.name, h) for h in (
                  options=DecodeOptions(design=DEFAULT_DESIGN, faults="explicit")),
     TextHarness("trace_text", "trace text mutated at the op level, seeded from "
                 "corpora/regressions/, run against the target design", "trace_text"),
-    # A slot: rig.stateful (imported at the end of this module) puts its
-    # StateMachineHarness here, keeping this name, doc and script.
-    Harness("statemachine", "the hypothesis state machine over the World "
-            "(rig.stateful) through fuzz_one_input", "statemachine"),
+    StateMachineHarness("statemachine", "the hypothesis state machine over the World "
+            "(rig.drive.stateful) through fuzz_one_input", "statemachine"),
     CanaryHarness("canary", "fails on purpose: proves failures are reported", "canary",
                   expect_crash=True),
     NativeCanaryHarness("native_canary", "a planted deep branch in the Cython core: found "
@@ -364,9 +279,3 @@ def harness_for(name: str, design: str | None = None) -> Harness:
     if design and ":" not in name:
         harness = harness.for_design(design)
     return harness
-
-
-# rig.stateful defines the statemachine harness; it subclasses Harness, so it imports this
-# module and cannot be imported above.  Importing it fills HARNESSES["statemachine"] (it
-# does the same when it is the module imported first).  It does not import hypothesis.
-import rig.stateful  # noqa: E402,F401

@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rig import harnesses, native
+from rig.drive import harnesses, native
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HARNESSES = ("core_differential", "iommu", "convert", "convert_explicit",
                      "trace_text", "statemachine")
 WORLD = ("convert", "convert_explicit", "trace_text", "statemachine")
@@ -172,7 +172,7 @@ def process_artifacts(harness: str, paths: list, crashes: Path, minimize_traces:
             trace = h.to_trace(data)
             if trace is None:
                 continue
-            from rig import minimize
+            from rig.trace import minimize
 
             m = minimize.Minimizer(trace)
             m.minimize()
@@ -329,8 +329,7 @@ def summary_table(runs: list[HarnessRun]) -> list[str]:
 
 
 def main(args) -> int:
-    from rig.cli import EXIT_FINDING, EXIT_INTERNAL, EXIT_OK
-    from rig.errors import UsageError
+    from rig.errors import EXIT_FINDING, EXIT_INTERNAL, EXIT_OK, UsageError
 
     if args.time <= 0:
         raise UsageError("--time must be > 0 seconds")

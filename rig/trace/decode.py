@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rig.faults import SITES, FaultSpec
-from rig.ops import POINT_ATTR, Op, before_point, op
+from rig.world.faults import SITES, FaultSpec
+from rig.world.ops import POINT_ATTR, Op, before_point, op
 from rig.world.config import RamSpec, WorldConfig
 from rig.world.designs import DESIGNS
 
@@ -154,7 +154,7 @@ def _range(r: Reader, cfg: WorldConfig, junk: bool) -> tuple[int, int]:
 #: retry loop go round again, up to 7 (hardened retries an undo step 8 times; a fault
 #: that outlasts that is its documented limit, which corpora/regressions/ pins, not
 #: something a campaign on hardened should report over and over: the world harnesses
-#: also drop a second spec that would extend a run past it, rig.harnesses).
+#: also drop a second spec that would extend a run past it, rig.drive.harnesses).
 FAULT_COUNT_MAX = 7
 FAULT_COUNTS = (1, 1, 1, 1, 1, 2, 3, FAULT_COUNT_MAX)
 

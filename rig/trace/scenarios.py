@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rig.ops import Op, op
+from rig.world.ops import Op, op
 from rig.world.config import RamSpec, WorldConfig
 
 PRIVATE, SHARED = True, False
@@ -122,7 +122,7 @@ def two_listener_populate_failure(design: str) -> tuple[WorldConfig, tuple[Op, .
     """A populate failure in the 2nd of two listeners (DESIGN.md 2.2): listeners are
     notified newest first, so vfio1 maps (hit 1) and vfio0 fails (hit 2)."""
     from rig.errors import ENOMEM
-    from rig.faults import FaultSpec
+    from rig.world.faults import FaultSpec
 
     return WorldConfig(design=design), (
         op("vfio_register", 0, 0x0, 0x10000),

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rig.errors import errno_name
-from rig.ops import interleave_point
-from rig.executor import RunResult, run
-from rig.trace import Trace, TraceError, format_header, format_op, is_trace, parse
+from rig.world.ops import interleave_point
+from rig.check.session import RunResult, run
+from rig.trace.format import Trace, TraceError, format_header, format_op, is_trace, parse
 from rig.world.host import PAGE_SIZE
 
 
@@ -27,7 +27,7 @@ class Loaded:
 
 def replay_raw(loaded: Loaded, path: str) -> tuple[int, list[str]]:
     """A raw input for a core or canary harness: its decoded form, then what it does."""
-    from rig import harnesses
+    from rig.drive import harnesses
 
     harness = harnesses.harness_for(loaded.harness)
     lines = [f"replay: {path} (raw input, harness {loaded.harness})"]
@@ -45,7 +45,7 @@ def replay_raw(loaded: Loaded, path: str) -> tuple[int, list[str]]:
 def load_input(path: str, harness: str | None = None, strict: bool = True) -> Loaded:
     """A trace (a ``.trace`` file, or any file starting with the magic line) or a raw
     libFuzzer input decoded for ``harness``."""
-    from rig import harnesses
+    from rig.drive import harnesses
 
     try:
         with open(path, "rb") as f:
@@ -147,7 +147,7 @@ def format_event(event) -> str:
 
 
 def format_point(at) -> str:
-    """An interleaving point in words (rig.ops.interleave_point)."""
+    """An interleaving point in words (rig.world.ops.interleave_point)."""
     kind, n = interleave_point(at)
     if kind == "attr":
         return "after KVM_SET_MEMORY_ATTRIBUTES"

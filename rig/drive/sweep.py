@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from rig.executor import RunResult, run
-from rig.faults import SITES
+from rig.check.session import RunResult, run
+from rig.world.faults import SITES
 from rig.world.config import WorldConfig
 
 #: A sweep that needs more runs than this is a runaway (a design whose error path keeps
@@ -79,7 +79,7 @@ def coverage_table(coverage: dict[str, tuple[int, int]]) -> str:
 
 def matrix(designs, iommus, scenarios, backend: str = "cy", differential: bool = True):
     """Every (design, iommu, scenario) cell's sweep, in a fixed order."""
-    from rig.scenarios import SCENARIOS
+    from rig.trace.scenarios import SCENARIOS
 
     for design in designs:
         for iommu in iommus:

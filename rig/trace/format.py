@@ -19,12 +19,13 @@ import re
 from dataclasses import dataclass, field, fields
 
 from rig.errors import ERRNO_BY_NAME, errno_name
-from rig.faults import FaultSpec
-from rig.ops import OPS, POINT_ATTR, Op, before_point
+from rig.world.faults import FaultSpec
+from rig.world.ops import (OPS, POINT_ATTR, Op, before_point, format_arg, format_op,  # noqa: F401
+                           format_props)
 from rig.world.config import CONFIG_FIELDS, WorldConfig, parse_ram
 
 MAGIC = "# gmem-rig trace v1"
-from rig.oracle import INVARIANTS as INVARIANT_NAMES  # noqa: E402
+from rig.check.oracle import INVARIANTS as INVARIANT_NAMES  # noqa: E402
 _KV = re.compile(r"^[a-z_]+=\S*$")
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
@@ -77,34 +78,6 @@ class Trace:
 
 
 # -- rendering ------------------------------------------------------------------------------
-
-def format_arg(kind: str, value) -> str:
-    if kind == "int":
-        return f"0x{value:x}"
-    if kind == "dev":
-        return str(value)
-    a, b = kind[5:].split("|")
-    return a if value else b
-
-
-def format_props(op: Op) -> str:
-    parts = []
-    for key, value in op.props:
-        if key == "fault":
-            parts.append("fault: " + " ".join(str(spec) for spec in value))
-        elif key == "interleave":
-            at, nested = value
-            parts.append(f"interleave: {at} {format_op(nested)}")
-    return f"({', '.join(parts)})" if parts else ""
-
-
-def format_op(op: Op) -> str:
-    """``kvm_convert_memory(0x2000, 0x1000, private)  (fault: vfio.dma_map=ENOSPC@1)``"""
-    spec = OPS[op.name]
-    args = ", ".join(format_arg(a.kind, v) for a, v in zip(spec.args, op.args))
-    props = format_props(op)
-    return f"{op.name}({args})" + (f"  {props}" if props else "")
-
 
 def format_value(name: str, value) -> str:
     if value is None:
@@ -404,7 +377,7 @@ def is_trace(data: bytes) -> bool:
 def mutate_trace(trace: Trace, rng) -> Trace:
     """One structured mutation: insert, delete, swap or duplicate ops, change a size or an
     offset, toggle a fault property or an interleaving.  Deterministic for a given rng."""
-    from rig.faults import SITES
+    from rig.world.faults import SITES
 
     ops = list(trace.ops)
     bs = trace.config.block_size
@@ -468,5 +441,5 @@ def mutate_trace(trace: Trace, rng) -> Trace:
 
 def _random_point(rng):
     """An interleaving point for the mutator: after the 1st..3rd notification, before
-    the 1st or 2nd, or after KVM_SET_MEMORY_ATTRIBUTES (rig.ops.interleave_point)."""
+    the 1st or 2nd, or after KVM_SET_MEMORY_ATTRIBUTES (rig.world.ops.interleave_point)."""
     return (1, 2, 3, before_point(1), before_point(2), POINT_ATTR)[rng.randrange(6)]

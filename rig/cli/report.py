@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import inspect
 
-from rig.executor import run
-from rig.scenarios import SCENARIOS, two_listener_populate_failure
+from rig.check.session import run
+from rig.trace.scenarios import SCENARIOS, two_listener_populate_failure
 from rig.world.designs import DESIGNS
 
 
@@ -47,7 +47,7 @@ def details(result) -> list[str]:
 
 
 def markdown(backend: str = "cy") -> str:
-    from rig.trace import format_op
+    from rig.trace.format import format_op
 
     seed = SCENARIOS["seed"]
     _, pop_ops = two_listener_populate_failure("hardened")
@@ -59,7 +59,7 @@ def markdown(backend: str = "cy") -> str:
         "first op with a violation or a VM stop, and the table names the headline",
         "invariant (most severe first) and any others found at that op.",
         "",
-        "Seed sequence (`rig.scenarios.SCENARIOS['seed']`, default world: one 64 KiB RAM",
+        "Seed sequence (`rig.trace.scenarios.SCENARIOS['seed']`, default world: one 64 KiB RAM",
         "block, type1):",
         "",
         "```",

@@ -66,7 +66,7 @@ OPS: dict[str, OpSpec] = {s.name: s for s in (
 class Op:
     """One operation.  ``props`` is a tuple of (key, value) pairs, in a canonical order.
 
-    Known properties: ``fault`` (a tuple of fault specs, see rig.faults) and
+    Known properties: ``fault`` (a tuple of fault specs, see rig.world.faults) and
     ``interleave`` (``(point, Op)``: apply that op at an interleaving point of this one,
     as a vCPU conversion racing a hot-plug under the BQL would; see
     ``interleave_point``).
@@ -100,9 +100,38 @@ class Op:
         return Op(self.name, self.args, tuple(sorted(props.items())))
 
     def __str__(self) -> str:
-        from rig.trace import format_op  # the one renderer
-
         return format_op(self)
+
+
+# -- rendering: an op as a trace line shows it (the one renderer; rig.trace.format
+# writes every op line with it) --------------------------------------------------------
+
+def format_arg(kind: str, value) -> str:
+    if kind == "int":
+        return f"0x{value:x}"
+    if kind == "dev":
+        return str(value)
+    a, b = kind[5:].split("|")
+    return a if value else b
+
+
+def format_props(op: Op) -> str:
+    parts = []
+    for key, value in op.props:
+        if key == "fault":
+            parts.append("fault: " + " ".join(str(spec) for spec in value))
+        elif key == "interleave":
+            at, nested = value
+            parts.append(f"interleave: {at} {format_op(nested)}")
+    return f"({', '.join(parts)})" if parts else ""
+
+
+def format_op(op: Op) -> str:
+    """``kvm_convert_memory(0x2000, 0x1000, private)  (fault: vfio.dma_map=ENOSPC@1)``"""
+    spec = OPS[op.name]
+    args = ", ".join(format_arg(a.kind, v) for a, v in zip(spec.args, op.args))
+    props = format_props(op)
+    return f"{op.name}({args})" + (f"  {props}" if props else "")
 
 
 def op(name: str, *args, **props) -> Op:

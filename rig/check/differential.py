@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from rig.core import load_backend
 from rig.core.types import MemoryRegionSection
 from rig.errors import EBUSY, EFAULT, EIO, ENOMEM, ENOSPC, EPERM
-from rig.model import ModelIommu, ModelRamBlockAttributes, ModelVfioListener
+from rig.check.model import ModelIommu, ModelRamBlockAttributes, ModelVfioListener
 
 RECORDERS = ("R0", "R1", "R2")
 # Ops a callback may run nested: the manager's own (a nest may nest again).

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODES = ("fuzzer", "address", "undefined")
 INSTALL_HINT = "apt-get install -y clang libclang-rt-14-dev"
 

@@ -1,13 +1,13 @@
 """The hypothesis state machine over the World (DESIGN.md 4): rules are ops, the oracle
 is the invariant.
 
-``WorldMachine`` drives one ``rig.executor.Session`` (the world under test plus its
+``WorldMachine`` drives one ``rig.check.session.Session`` (the world under test plus its
 reference-model shadow, the oracle after every op) on the default world: one 64 KiB RAM
 block, type1, 4 KiB blocks, explicit faults.  Each rule builds one op of the vocabulary
-(rig.ops), with small, mostly block-aligned values, sometimes an explicit ``fault``
+(rig.world.ops), with small, mostly block-aligned values, sometimes an explicit ``fault``
 property or an ``interleave`` property, and steps the session with it; every op applied
 is kept in ``self.ops``.  When the oracle reports a violation the machine raises
-``rig.harnesses.Finding`` whose message carries the run as a trace (rig.trace), so a
+``rig.drive.harnesses.Finding`` whose message carries the run as a trace (rig.trace.format), so a
 failure prints as something ``rig replay`` runs.  Once the VM has stopped, every rule
 but ``vm_stopped_idle`` is disabled and the run idles to its end.
 
@@ -27,14 +27,14 @@ from dataclasses import dataclass, replace
 
 # Imported here, not on first use, so that a fuzz script's instrument_imports() block
 # instruments them (the executor, the oracle and the reference model of the shadow).
-import rig.executor  # noqa: F401
-import rig.harnesses
-import rig.model  # noqa: F401
-import rig.oracle  # noqa: F401
-from rig.faults import SITES, FaultSpec
-from rig.harnesses import DEFAULT_DESIGN, Finding, Harness
-from rig.ops import op
-from rig.trace import MAGIC, Expect, Trace, serialize
+import rig.check.session  # noqa: F401
+import rig.drive.base
+import rig.check.model  # noqa: F401
+import rig.check.oracle  # noqa: F401
+from rig.world.faults import SITES, FaultSpec
+from rig.drive.base import DEFAULT_DESIGN, Finding, Harness
+from rig.world.ops import op
+from rig.trace.format import MAGIC, Expect, Trace, serialize
 from rig.world.config import WorldConfig
 
 BS = 0x1000             # the block size (RamBlockAttributes granularity) of the world
@@ -69,7 +69,7 @@ def _build_world_machine() -> type:
     from hypothesis import strategies as st
     from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-    from rig.executor import Session
+    from rig.check.session import Session
 
     def sometimes(strategy, one_in: int):
         """``strategy`` about once in ``one_in`` draws, else None (shrinks to None)."""
@@ -131,7 +131,7 @@ def _build_world_machine() -> type:
             else:
                 expect = Expect("ok")
             comments = [comment or f"hypothesis state machine {type(self).__name__} "
-                        f"(rig.stateful), backend {self.backend}"]
+                        f"(rig.drive.stateful), backend {self.backend}"]
             return Trace(self.config, list(self.ops), expect, comments)
 
         # -- rules --------------------------------------------------------------------
@@ -190,16 +190,16 @@ def _build_world_machine() -> type:
             outcome = self.session.outcome
             if outcome.kind != "violation":
                 return
-            # As rig.harnesses.report_violation: one signature per invariant, and none
+            # As rig.drive.harnesses.report_violation: one signature per invariant, and none
             # the running campaign already has (the session has stopped: the run idles).
-            signature = rig.harnesses.violation_signature(outcome, self.session.steps)
-            if signature in rig.harnesses.KNOWN:
+            signature = rig.drive.base.violation_signature(outcome, self.session.steps)
+            if signature in rig.drive.base.KNOWN:
                 return
             trace = self.trace()
             finding = Finding(HARNESS_NAME, f"{signature} at op {outcome.op_index} "
                               f"({self.design}): {outcome.detail}", trace, signature)
             # The message carries the run as a trace: a failure prints as a replayable
-            # file (rig.trace.parse reads it from the first line "# gmem-rig trace v1").
+            # file (rig.trace.format.parse reads it from the first line "# gmem-rig trace v1").
             finding.args = (f"{finding.args[0]}\n{serialize(trace)}",)
             raise finding
 
@@ -266,7 +266,7 @@ class StateMachineHarness(Harness):
     fuzz_one_input (the bytes are hypothesis' choice sequence, not a decoded trace);
     a violation raises ``Finding`` with the run as a trace."""
 
-    design: str | None = None   # None: rig.harnesses.DEFAULT_DESIGN
+    design: str | None = None   # None: rig.drive.harnesses.DEFAULT_DESIGN
     backend: str = "cy"
 
     @property
@@ -296,21 +296,3 @@ class StateMachineHarness(Harness):
     def for_design(self, design: str | None) -> "StateMachineHarness":
         design = design or self.design or DEFAULT_DESIGN
         return replace(self, name=f"{HARNESS_NAME}:{design}", design=design)
-
-
-def _install() -> None:
-    """Put the harness in the registry's ``statemachine`` slot.  rig.harnesses imports
-    this module at its end (this module subclasses its Harness, so it cannot be imported
-    earlier); importing this module first imports the registry first, and either way
-    the slot is filled once both are loaded."""
-    from rig import harnesses
-
-    slot = dict.get(harnesses.HARNESSES, HARNESS_NAME)
-    doc = slot.doc if slot is not None else ("the hypothesis state machine over the World "
-                                             "(rig.stateful) through fuzz_one_input")
-    if not isinstance(slot, StateMachineHarness):
-        dict.__setitem__(harnesses.HARNESSES, HARNESS_NAME,
-                         StateMachineHarness(HARNESS_NAME, doc, HARNESS_NAME))
-
-
-_install()

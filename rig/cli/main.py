@@ -11,12 +11,7 @@ import sys
 import traceback
 
 import rig
-from rig.errors import UsageError
-
-EXIT_OK = 0
-EXIT_USAGE = 1
-EXIT_FINDING = 2
-EXIT_INTERNAL = 3
+from rig.errors import EXIT_FINDING, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +25,7 @@ def _cmd_selftest(args) -> int:
     """Short differential check: Cython core vs pure-Python twin vs reference model."""
     import random
 
-    from rig import differential
+    from rig.check import differential
     from rig.core import load_backend
 
     try:
@@ -56,7 +51,7 @@ def _cmd_selftest(args) -> int:
 
 
 def _cmd_designs(args) -> int:
-    from rig import report
+    from rig.cli import report
 
     print(report.markdown(args.backend) if args.markdown else report.text(args.backend))
     return EXIT_OK
@@ -66,8 +61,8 @@ def _cmd_sweep(args) -> int:
     """fail_nth sweeps over designs x IOMMU backends x scenarios, with a verdict table."""
     import json
 
-    from rig import sweep
-    from rig.scenarios import SCENARIOS
+    from rig.drive import sweep
+    from rig.trace.scenarios import SCENARIOS
     from rig.world.designs import DESIGNS
 
     for name, known, what in ((args.design, DESIGNS, "design"),
@@ -110,8 +105,8 @@ def _cmd_replay(args) -> int:
     """Replay traces or raw crash files; exit 0 when each is ok or as expected."""
     import json
 
-    from rig import replay
-    from rig.trace import TraceError
+    from rig.cli import replay
+    from rig.trace.format import TraceError
 
     worst = EXIT_OK
     reports = []
@@ -149,8 +144,9 @@ def _cmd_replay(args) -> int:
 def _cmd_minimize(args) -> int:
     """Minimize a failing trace or raw crash file; write it under --out if it reproduces
     3 out of 3 times in fresh processes."""
-    from rig import minimize, replay
-    from rig.trace import TraceError, serialize
+    from rig.trace import minimize
+    from rig.cli import replay
+    from rig.trace.format import TraceError, serialize
 
     try:
         loaded = replay.load_input(args.file, args.harness, strict=not args.lenient)
@@ -182,7 +178,7 @@ def _cmd_minimize(args) -> int:
 
 
 def _cmd_fuzz(args) -> int:
-    from rig import campaign
+    from rig.drive import campaign
 
     return campaign.main(args)
 
@@ -255,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-minimize", action="store_true", help="keep raw findings only")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_fuzz)
-    from rig import bench
+    from rig.cli import bench
 
     bench.add_parser(sub)
     return parser

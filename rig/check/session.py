@@ -1,7 +1,7 @@
 """The one executor: apply each op to the World, then run the oracle (DESIGN.md 4).
 
 Beside the world under test, a shadow world runs the same ops on the reference model's
-core (rig.model) when ``differential`` is on; after every op the two must agree.
+core (rig.check.model) when ``differential`` is on; after every op the two must agree.
 Outcome per run: ``ok``, ``vm_stopped`` (errno, op k) or ``violation`` (invariant, op k,
 detail).  Exceptions raised here are bugs of the rig, never findings.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rig import oracle
+from rig.check import model, oracle
 from rig.errors import errno_name
-from rig.ops import Op
+from rig.world.ops import Op
 from rig.world.config import WorldConfig
 from rig.world.world import World
 
@@ -75,7 +75,8 @@ class Session:
     def __init__(self, config: WorldConfig, backend: str = "cy", differential: bool = True):
         config.validate()
         self.world = World(config, backend)
-        self.shadow = World(config, "model") if differential and backend != "model" else None
+        self.shadow = (World(config, model.backend())
+                       if differential and backend != "model" else None)
         self.steps: list[Step] = []
         self.outcome = Outcome("ok")
         self.stopped = False

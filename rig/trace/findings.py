@@ -2,7 +2,7 @@
 
 Each finding is its essential ops spread among 40 ops of harmless noise (guest touches,
 device reads, replays), so that ``rig minimize`` has real work to do; the minimized
-results live in corpora/regressions/.  ``python -m rig.findings DIR`` writes the
+results live in corpora/regressions/.  ``python -m rig.trace.findings DIR`` writes the
 unminimized traces.
 """
 
@@ -12,10 +12,10 @@ import os
 import sys
 
 from rig.errors import ENOENT, ENOMEM
-from rig.faults import FaultSpec
-from rig.ops import op
-from rig.scenarios import SCENARIOS
-from rig.trace import Expect, Trace, serialize
+from rig.world.faults import FaultSpec
+from rig.world.ops import op
+from rig.trace.scenarios import SCENARIOS
+from rig.trace.format import Expect, Trace, serialize
 from rig.world.config import WorldConfig
 
 SHARED, PRIVATE = False, True

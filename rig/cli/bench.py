@@ -3,7 +3,7 @@
 ``rig bench core`` measures the core in three sections, all in one process and one run:
 
 1. op stream: the same seeded stream of ``--ops`` differential ops
-   (:func:`rig.differential.random_ops`) applied separately to the Cython core, its
+   (:func:`rig.check.differential.random_ops`) applied separately to the Cython core, its
    pure-Python twin and the reference model, each on a fresh ``differential._System``;
    ops/s of each and the ratios cy/pure and cy/model.
 2. bitmap: ``bitmap_set``/``find_next_zero_bit``/``bitmap_clear``/``find_next_bit`` over
@@ -41,12 +41,11 @@ import sys
 import time
 from contextlib import contextmanager
 
-EXIT_OK = 0
-EXIT_FINDING = 2  # rig.cli's code for a violation: a core that miscounts is one
+from rig.errors import EXIT_FINDING, EXIT_OK
 
 PAGE = 0x1000
 VADDR_BASE = 0x7F0000000000
-IOVA_BASE = 0x100000000  # as rig.differential: guest RAM above 4 GiB
+IOVA_BASE = 0x100000000  # as rig.check.differential: guest RAM above 4 GiB
 PURE_BITMAP_BITS = 1 << 22
 OPSTREAM_REPEATS = 5  # best of, each on a fresh system
 BITMAP_REPEATS = 5  # best of, warm (the first bitmap_set is also reported cold)
@@ -205,7 +204,7 @@ def _build() -> dict:
 
     from rig.core import _MODULES
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     info: dict = {"commit": None, "core_dirty": None, "stale_extensions": []}
     try:
         info["commit"] = subprocess.run(
@@ -233,7 +232,7 @@ def _rate(n: int, seconds: float) -> float:
 # -- 1. op stream -------------------------------------------------------------------------
 
 def bench_opstream(nops: int, seed: int, out) -> dict:
-    from rig import differential
+    from rig.check import differential
 
     cfg = differential.CoreConfig()
     t0 = time.perf_counter()
@@ -529,7 +528,7 @@ def _world_inputs(n: int, seed: int) -> list[bytes]:
 
 def _run_traces(traces, differential: bool) -> int:
     """Each trace as WorldHarness.one_input runs it; returns the ops executed."""
-    from rig.executor import Session
+    from rig.check.session import Session
 
     ops = 0
     for trace in traces:
@@ -543,7 +542,7 @@ def _run_traces(traces, differential: bool) -> int:
 
 
 def bench_world(designs: list, n: int, seed: int, repeats: int, out) -> dict:
-    from rig.harnesses import harness_for
+    from rig.drive.harnesses import harness_for
 
     inputs = _world_inputs(n, seed)
     out(f"{'design':<14} {'inputs/s':>9} {'ops/s':>8} {'ops/input':>9}   "
@@ -568,8 +567,8 @@ def bench_oracle_shares(design: str, n: int, seed: int, out) -> dict:
     """One pass with every oracle check wrapped in a timer: each check's share of the
     whole loop (the wrappers' own cost is included in the shares, so they are upper
     bounds; the loop total is from the same pass)."""
-    from rig import oracle
-    from rig.harnesses import harness_for
+    from rig.check import oracle
+    from rig.drive.harnesses import harness_for
 
     spent: dict = {}
 

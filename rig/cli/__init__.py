@@ -1,0 +1,5 @@
+"""The ``rig`` command line (main.py) and the commands that are mostly presentation:
+``rig replay`` (replay.py), ``rig designs`` (report.py), ``rig bench`` (bench.py).
+
+May import every other layer; nothing imports it.
+"""

@@ -1,0 +1,7 @@
+"""Drivers: what runs many inputs.  The harness registry (base.py, harnesses.py), the
+hypothesis state machine (stateful.py), the fuzz campaign (campaign.py) and its
+instrumented build (native.py), and the fail_nth sweeps (sweep.py).
+
+May import: rig.trace, rig.check, rig.world, rig.core and rig.errors.  Not the command
+line: what a driver reports, it returns; rig.cli prints it.
+"""

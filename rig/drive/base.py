@@ -1,0 +1,96 @@
+"""What every fuzz harness is: the ``Harness`` base, the ``Finding`` it raises, and the
+signature a campaign uses to tell one finding from another.  Harness definitions
+(rig.drive.harnesses, rig.drive.stateful) import this module; nothing here imports them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from rig.trace.format import Trace, serialize
+
+#: The design world harnesses use unless the caller picks one (RIG_FUZZ_DESIGN, --design,
+#: NAME:DESIGN).  Never decoded from the input: a standalone fuzz/ script or a
+#: ClusterFuzzLite bundle would otherwise report the known bugs of the known-bad designs
+#: on its first inputs, and `rig replay --harness convert` would need the same rule.
+DEFAULT_DESIGN = "hardened"
+
+
+class Finding(AssertionError):
+    """A harness found a broken invariant (or, for the canary, what it plants).
+    ``signature`` names the kind of finding ("violation stale-mapping"): a campaign
+    tells its harnesses which signatures it already has, so they stop re-reporting."""
+
+    def __init__(self, harness: str, summary: str, trace: Trace | None = None,
+                 signature: str | None = None):
+        super().__init__(f"[{harness}] {summary}")
+        self.harness = harness
+        self.summary = summary
+        self.trace = trace
+        self.signature = signature or summary
+
+
+def _known_signatures() -> frozenset:
+    """Signatures the running campaign already has (RIG_FUZZ_KNOWN: a file, one a line)."""
+    path = os.environ.get("RIG_FUZZ_KNOWN")
+    if not path or not os.path.exists(path):
+        return frozenset()
+    with open(path, encoding="utf-8") as f:
+        return frozenset(line.strip() for line in f if line.strip())
+
+
+KNOWN = _known_signatures()
+
+
+def violation_signature(outcome, steps) -> str:
+    """"violation shared-unmapped in kvm_convert_memory after vfio.dma_map": the invariant,
+    the op kind that broke it and the sites that fired there.  Fine enough that one known
+    bug does not mask another with the same invariant, coarse enough that a campaign does
+    not report the same bug once per input."""
+    signature = f"violation {outcome.invariant}"
+    if steps and outcome.op_index is not None and outcome.op_index < len(steps):
+        step = steps[outcome.op_index]
+        sites = sorted({fault[0] for fault in step.faults})
+        signature += f" in {step.op.name}" + (f" after {'+'.join(sites)}" if sites else "")
+    return signature
+
+
+def report_violation(harness: str, outcome, trace, steps=None) -> None:
+    """Raise a Finding for a violation outcome, unless the campaign already has it."""
+    if outcome.kind != "violation":
+        return
+    signature = violation_signature(outcome, steps)
+    if signature in KNOWN:
+        return
+    raise Finding(harness, f"{signature} at op {outcome.op_index}: {outcome.detail}", trace,
+                  signature)
+
+
+@dataclass(frozen=True)
+class Harness:
+    name: str
+    doc: str
+    script: str                 # fuzz/<script>.py
+    expect_crash: bool = False  # the canary
+
+    def one_input(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def to_trace(self, data: bytes) -> Trace | None:
+        """The input as a trace, for reports and minimization (None: not a world run)."""
+        return None
+
+    def explain(self, data: bytes) -> list[str]:
+        """The input in text, for harnesses that do not decode to a trace."""
+        trace = self.to_trace(data)
+        return serialize(trace).splitlines() if trace is not None else [repr(data[:64])]
+
+    def seeds(self) -> list[bytes]:
+        """Deterministic seed inputs for an empty corpus."""
+        return [hashlib.sha256(f"{self.name}/{i}".encode()).digest() * (1 + i % 4)
+                for i in range(8)]
+
+    def for_design(self, design: str | None) -> "Harness":
+        return self
