@@ -2,7 +2,8 @@
 
 RIG_SANITIZE (unset by default) selects an instrumented build for native fuzzing
 coverage: ``fuzzer`` (clang, -fsanitize=fuzzer-no-link), ``address`` or ``undefined``
-(adds that sanitizer).  It needs clang; see fuzz/README.md.
+(adds that sanitizer).  It needs clang.  ``rig fuzz`` builds it by itself (README.md,
+Fuzzing); docs/semantics.md 7 says why it takes clang and an atheris preload.
 """
 
 import os

@@ -34,12 +34,14 @@ fi
 
 # 3. One fuzzer per shipped harness: the non-canary harnesses of rig.drive.harnesses.HARNESSES,
 #    listed by the script that also writes their seed corpora.  compile_python_fuzzer
-#    bundles fuzz/<name>.py with PyInstaller into $OUT/<name>.pkg and writes the
-#    $OUT/<name> wrapper.  It runs from $WORK so that PyInstaller finds `rig` in
-#    site-packages (compiled) rather than in the source tree.  rig.core imports its
-#    backends by name (importlib), which PyInstaller cannot see: they are named here.
+#    bundles fuzz/<name>.py (a generated wrapper whose top-level `import rig.drive.target`
+#    leads PyInstaller into the rig) into $OUT/<name>.pkg and writes the $OUT/<name>
+#    wrapper.  It runs from $WORK so that PyInstaller finds `rig` in site-packages
+#    (compiled) rather than in the source tree.  rig.core imports its backends by name
+#    and rig.world.designs imports every module of its package (importlib), which
+#    PyInstaller cannot see: they are named here.
 hidden=()
-for src in rig/core/cy/*.pyx rig/core/pure/*.py; do
+for src in rig/core/cy/*.pyx rig/core/pure/*.py rig/world/designs/*.py; do
     mod="${src%.*}"
     mod="${mod//\//.}"
     case "$mod" in *.__init__) continue ;; esac

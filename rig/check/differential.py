@@ -23,6 +23,10 @@ the three-way comparison, :func:`check_order` turns a wrong order into an
 (bitmap set *after* notifying), a state change's discard notification that finds them
 still populated, or a listener off the list during its register replay or its
 unregister discard.
+
+Every op prints in the core-trace syntax (``CORE_OPS``, ``format_core_op``; the trace
+grammar is in corpora/README.md), and every value a mismatch shows prints in hex, so a
+finding reads the way ``rig replay`` and the trace file write it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 
 from rig.core import load_backend
 from rig.core.types import MemoryRegionSection
-from rig.errors import EBUSY, EFAULT, EIO, ENOMEM, ENOSPC, EPERM
+from rig.errors import EBUSY, EFAULT, EIO, ENOMEM, ENOSPC, EPERM, ERRNO_NAMES
 from rig.check.model import ModelIommu, ModelRamBlockAttributes, ModelVfioListener
 
 RECORDERS = ("R0", "R1", "R2")
@@ -66,22 +70,51 @@ class CoreConfig:
                 f"dma_entry_limit={self.dma_entry_limit}")
 
 
+#: What a state comparison covers, in the order it is compared (the first key that
+#: differs is the one reported): the blocks the manager has populated, the listener list
+#: in notification order, the standalone bitmap, each recorder's call log, each VFIO
+#: listener's discard errors, and each container's mappings and counters.
+STATE_KEYS = ("bitmap", "listeners", "bitmap300",
+              *(f"log.{name}" for name in RECORDERS),
+              *(f"discard_errors.{name}" for name in VFIOS),
+              *(f"{name}.{part}" for name in ("C", *CONTAINERS) for part in ("mappings", "counts")))
+#: Every kind of disagreement: the op's result, the ordering oracle, or a state key.
+MISMATCH_KINDS = ("result", "order", *STATE_KEYS)
+
+
 class DifferentialMismatch(AssertionError):
+    """The implementations disagree after op ``index``: on its result or on the state
+    key ``what`` (``values``: each implementation's value).  ``signature`` is the kind of
+    disagreement and the op kind, never the index or the arguments, so that one bug is
+    one finding however many inputs reach it."""
+
     def __init__(self, index: int, op: tuple, what: str, values: dict):
-        lines = [f"op {index} {op!r}: {what} differs"]
-        lines += [f"  {name}: {value!r}" for name, value in values.items()]
-        super().__init__("\n".join(lines))
+        super().__init__("\n".join([f"op {index} {format_core_op(op)}: {what} differs"]
+                                    + _format_values(what, values)))
         self.index = index
         self.op = op
         self.what = what
+        self.values = values
+
+    @property
+    def signature(self) -> str:
+        """``core mismatch order in state_change``."""
+        return f"core mismatch {self.what} in {core_op_name(self.op)}"
 
 
 class OrderViolation(DifferentialMismatch):
     """A listener saw the manager's state disagree with what it was being told: the
-    bitmap is updated after the notification instead of before (DESIGN.md 2.2)."""
+    bitmap is updated after the notification instead of before (the rules are
+    check_order's)."""
 
     def __init__(self, index: int, op: tuple, impl: str, entry: tuple, rule: str):
-        super().__init__(index, op, "order", {impl: entry, "rule": rule})
+        AssertionError.__init__(self, f"op {index} {format_core_op(op)}: notification order"
+                                f" broken on {impl}\n  {impl}: {entry[0]} "
+                                f"{format_log_entry(entry[1:])}\n  rule: {rule}")
+        self.index = index
+        self.op = op
+        self.what = "order"
+        self.values = {impl: entry, "rule": rule}
         self.impl = impl
         self.entry = entry
         self.rule = rule
@@ -249,7 +282,7 @@ class _System:
     def state(self) -> dict:
         out = {
             "bitmap": sorted(self._shared_blocks()),
-            "order": [self.names[id(r)] for r in self.rba.listeners()],
+            "listeners": [self.names[id(r)] for r in self.rba.listeners()],
             "bitmap300": list(self.bitmap.set_bits()),
         }
         for name in RECORDERS:
@@ -299,26 +332,293 @@ def check_order(system: _System, index: int, op: tuple, marks: dict, nests: int)
                                      " the bitmap must be cleared before listeners are told")
 
 
-def run(ops, cfg: CoreConfig = CoreConfig(), impls=("cy", "pure", "model")) -> int:
+def run(ops, cfg: CoreConfig = CoreConfig(), impls=("cy", "pure", "model"), observe=None) -> int:
     """Apply ``ops`` to every implementation; raise DifferentialMismatch on the first
     difference (OrderViolation on a wrong notification order).  Returns the number of
-    ops applied."""
+    ops applied.
+
+    ``observe(index, op, results, states)``, if given, is called once per op applied,
+    also for the op that raises: ``results`` maps each implementation to its result,
+    ``states`` to its state after the op (None when the results already differ or the
+    ordering oracle fired before the states were taken)."""
     systems = [_System(impl, cfg) for impl in impls]
     for index, op in enumerate(ops):
         marks = {s.impl: {n: len(s.listeners[n].log) for n in RECORDERS} for s in systems}
         nests = {s.impl: s.nests_fired for s in systems}
         results = {s.impl: _call(s, op) for s in systems}
-        if len({repr(r) for r in results.values()}) > 1:
-            raise DifferentialMismatch(index, op, "result", results)
-        for s in systems:
-            check_order(s, index, op, marks[s.impl], nests[s.impl])
-        states = {s.impl: s.state() for s in systems}
-        first = states[impls[0]]
-        for key in first:
-            values = {impl: st[key] for impl, st in states.items()}
-            if len({repr(v) for v in values.values()}) > 1:
-                raise DifferentialMismatch(index, op, key, values)
+        states = None
+        try:
+            if len({repr(r) for r in results.values()}) > 1:
+                raise DifferentialMismatch(index, op, "result", results)
+            for s in systems:
+                check_order(s, index, op, marks[s.impl], nests[s.impl])
+            states = {s.impl: s.state() for s in systems}
+            first = states[impls[0]]
+            for key in first:
+                values = {impl: st[key] for impl, st in states.items()}
+                if len({repr(v) for v in values.values()}) > 1:
+                    raise DifferentialMismatch(index, op, key, values)
+        finally:
+            if observe is not None:
+                observe(index, op, results, states)
     return len(ops)
+
+
+def impls_for(backend: str = "cy", differential: bool = True) -> tuple:
+    """The implementations a run compares: the Cython core (when ``backend`` is ``cy``
+    and it is built), the pure-Python twin, and the reference model unless
+    ``differential`` is off."""
+    impls = ["pure"]
+    if backend == "cy":
+        try:
+            load_backend("cy")
+            impls.insert(0, "cy")
+        except ImportError:
+            pass
+    if differential:
+        impls.append("model")
+    return tuple(impls)
+
+
+# -- the op vocabulary, as a core trace writes it -----------------------------------------
+
+@dataclass(frozen=True)
+class CoreArg:
+    name: str
+    kind: str  # "hex" (0x...), "count" (decimal), "listener", "recorder", "container",
+    #            "errno" (a name: ENOMEM), or "enum:<a>|<b>" (a -> True)
+
+
+@dataclass(frozen=True)
+class CoreOpSpec:
+    """One op of a core trace.  ``name`` is the core function the op calls (the rig's
+    own ``arm`` and ``nest`` aside); the op tuple is ``(kind, *fixed, *args)``, where
+    ``fixed`` holds what the name implies (``replay_populated``: populated=True), and a
+    ``nested`` op ends with ``(callbacks, op)``, written as its ``nested:`` property."""
+
+    name: str
+    kind: str
+    args: tuple
+    doc: str
+    fixed: tuple = ()
+    nested: bool = False
+
+
+def _core_spec(name: str, kind: str, doc: str, *args: str, fixed: tuple = (),
+               nested: bool = False) -> CoreOpSpec:
+    return CoreOpSpec(name, kind, tuple(CoreArg(*a.split(":", 1)) for a in args), doc,
+                      fixed, nested)
+
+
+#: Every op of the core differential, by its name in a core trace.  Names, argument
+#: words and the ``nested:`` property are frozen: a published core trace must replay
+#: the same forever.
+CORE_OPS: dict[str, CoreOpSpec] = {s.name: s for s in (
+    _core_spec("register_listener", "register", "register listener L on the section "
+               "[offset, +size) seen at offset_within_address_space; the manager replays "
+               "the populated parts into it", "listener:listener", "offset:hex", "size:hex",
+               "offset_within_address_space:hex"),
+    _core_spec("unregister_listener", "unregister", "unregister listener L (a discard of "
+               "its section first)", "listener:listener"),
+    _core_spec("state_change", "state_change", "ram_block_attributes_state_change of "
+               "[offset, +size) to discarded (private) or populated (shared)",
+               "offset:hex", "size:hex", "to_discard:enum:discard|populate"),
+    _core_spec("arm", "arm", "recorder R's next notify_populate returns -ERRNO",
+               "recorder:recorder", "errno:errno"),
+    _core_spec("nest", "nest", "recorder R runs the nested op from inside its CALLBACKS-th "
+               "next callback, as a hot-plug on another thread does", "recorder:recorder",
+               nested=True),
+    _core_spec("replay_populated", "replay", "walk the populated runs of [offset, +size); "
+               "the walk's callback fails with -EIO on run FAIL_AT (0: never)",
+               "offset:hex", "size:hex", "fail_at:count", fixed=(True,)),
+    _core_spec("replay_discarded", "replay", "walk the discarded runs of [offset, +size), "
+               "failing as replay_populated does", "offset:hex", "size:hex", "fail_at:count",
+               fixed=(False,)),
+    _core_spec("is_populated", "is_populated", "whether every block of [offset, +size) is "
+               "populated", "offset:hex", "size:hex"),
+    _core_spec("map_dma", "map", "map [iova, +size) to vaddr in container D (type1) or E "
+               "(iommufd)", "container:container", "iova:hex", "size:hex", "vaddr:hex",
+               "readonly:enum:ro|rw"),
+    _core_spec("unmap_dma", "unmap", "unmap [iova, +size) in the container",
+               "container:container", "iova:hex", "size:hex"),
+    _core_spec("translate", "translate", "what the container's IOMMU translates iova to, "
+               "for a DMA write or read", "container:container", "iova:hex",
+               "write:enum:write|read"),
+    *(_core_spec(fn, "bitmap", f"{fn} on the standalone {BITMAP_BITS}-bit bitmap",
+                 *args, fixed=(fn,))
+      for fn, args in (("bitmap_set", ("start:hex", "nr:hex")),
+                       ("bitmap_clear", ("start:hex", "nr:hex")),
+                       ("find_next_bit", ("size:hex", "offset:hex")),
+                       ("find_next_zero_bit", ("size:hex", "offset:hex")))),
+)}
+_BY_TUPLE = {(s.kind, s.fixed): s for s in CORE_OPS.values()}
+_FIXED = {s.kind: len(s.fixed) for s in CORE_OPS.values()}
+#: The words an argument kind may take in a trace.
+CORE_WORDS = {"listener": LISTENERS, "recorder": RECORDERS, "container": CONTAINERS}
+
+
+def core_op_spec(op: tuple) -> CoreOpSpec:
+    kind = op[0]
+    if kind not in _FIXED:
+        raise ValueError(f"unknown core op {kind!r}")
+    spec = _BY_TUPLE.get((kind, tuple(op[1:1 + _FIXED[kind]])))
+    if spec is None:
+        raise ValueError(f"unknown core op {op!r}")
+    return spec
+
+
+def core_op_name(op: tuple) -> str:
+    """The op's name in a core trace: ``("replay", True, ...)`` -> ``replay_populated``."""
+    return core_op_spec(op).name
+
+
+def build_core_op(name: str, args: tuple, nested: tuple | None = None) -> tuple:
+    """The op tuple of ``name(args)`` (``nested``: ``(callbacks, op)`` of a ``nest``)."""
+    spec = CORE_OPS[name]
+    return (spec.kind, *spec.fixed, *args, *(nested if spec.nested else ()))
+
+
+def core_op_parts(op: tuple) -> tuple[CoreOpSpec, tuple, tuple | None]:
+    """``(spec, args, nested)``: the inverse of ``build_core_op``."""
+    spec = core_op_spec(op)
+    rest = op[1 + len(spec.fixed):]
+    args = rest[:len(spec.args)]
+    return spec, tuple(args), (tuple(rest[len(spec.args):]) if spec.nested else None)
+
+
+def format_core_arg(kind: str, value) -> str:
+    if kind == "hex":
+        return f"0x{value:x}" if value >= 0 else f"-0x{-value:x}"
+    if kind == "count":
+        return str(value)
+    if kind == "errno":
+        return ERRNO_NAMES.get(-value, str(value))
+    if kind.startswith("enum:"):
+        a, b = kind[5:].split("|")
+        return a if value else b
+    return str(value)
+
+
+def format_core_op(op: tuple) -> str:
+    """``state_change(0x2000, 0x1000, discard)``; a nest carries its nested op as a
+    property: ``nest(R1)  (nested: 2 register_listener(R0, 0x0, 0x8000, 0x100000000))``."""
+    spec, args, nested = core_op_parts(op)
+    text = f"{spec.name}({', '.join(format_core_arg(a.kind, v) for a, v in zip(spec.args, args))})"
+    if nested is not None:
+        callbacks, inner = nested
+        text += f"  (nested: {callbacks} {format_core_op(inner)})"
+    return text
+
+
+# -- values in hex: results, log entries, state ---------------------------------------------
+
+def format_core_value(value) -> str:
+    """Any result or state value in hex; a negative int is an errno (``-ENOMEM``)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        if value < 0:
+            return f"-{ERRNO_NAMES[-value]}" if -value in ERRNO_NAMES else f"-0x{-value:x}"
+        return "0" if value == 0 else f"0x{value:x}"
+    if isinstance(value, list):
+        return "[" + ", ".join(format_core_value(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(format_core_value(v) for v in value) + ")"
+    return repr(value)
+
+
+def _section(section) -> str:
+    offset, size, oas = section
+    return f"0x{offset:x}+0x{size:x}@0x{oas:x}"
+
+
+def _yes(flag) -> str:
+    return "yes" if flag else "no"
+
+
+def format_core_result(result: tuple) -> str:
+    """What ``_call`` returned: ``0``, ``-ENOMEM``, ``raises ValueError``, or a replay's
+    return code and the sections its callback saw."""
+    how, value = result
+    if how == "raise":
+        return f"raises {value}"
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], list):
+        ret, seen = value
+        return f"{format_core_value(ret)} after [{', '.join(_section(s) for s in seen)}]"
+    return format_core_value(value)
+
+
+def format_log_entry(entry: tuple) -> str:
+    """One recorder log entry: what the recorder was told and what it saw."""
+    if entry[0] == "populate":
+        _, section, ret, seen, listed = entry
+        return (f"populate {_section(section)} = {format_core_value(ret)} "
+                f"(is_populated: {_yes(seen)}, listed: {_yes(listed)})")
+    if entry[0] == "discard":
+        _, section, discarded, listed = entry
+        return f"discard {_section(section)} (discarded: {_yes(discarded)}, listed: {_yes(listed)})"
+    if entry[0] == "nested":
+        _, op, result = entry
+        return f"nested {format_core_op(op)} = {format_core_result(result)}"
+    return format_core_value(entry)
+
+
+def format_mapping(mapping: tuple, frames: bool = True) -> str:
+    """``0x1000+0x2000 ro frames [0x7f0000001, 0x7f0000002]`` (the frames it pinned)."""
+    iova, size, pinned, readonly = mapping
+    text = f"0x{iova:x}+0x{size:x}{' ro' if readonly else ''}"
+    return text + (f" frames {format_core_value(list(pinned))}" if frames else "")
+
+
+def format_bits(bits) -> str:
+    """Set bits as runs: ``[0x0-0x3, 0x8]``."""
+    runs, bits = [], sorted(bits)
+    i = 0
+    while i < len(bits):
+        j = i
+        while j + 1 < len(bits) and bits[j + 1] == bits[j] + 1:
+            j += 1
+        last = f"-{format_core_value(bits[j])}" if j > i else ""
+        runs.append(format_core_value(bits[i]) + last)
+        i = j + 1
+    return "[" + ", ".join(runs) + "]"
+
+
+def format_state_entry(key: str, entry) -> str:
+    """One element of a list-valued state key, as replay and mismatches print it."""
+    if key.startswith("log."):
+        return format_log_entry(entry)
+    if key.endswith(".mappings"):
+        return format_mapping(entry)
+    return format_core_value(entry)
+
+
+def format_state(key: str, value) -> str:
+    if key in ("bitmap", "bitmap300"):
+        return format_bits(value)
+    if key == "listeners":
+        return "[" + ", ".join(value) + "]"
+    if key.endswith(".counts"):
+        count, locked_vm, dma_avail = value
+        return (f"count {format_core_value(count)}, locked_vm {format_core_value(locked_vm)}"
+                f", dma_avail {format_core_value(dma_avail)}")
+    return "[" + ", ".join(format_state_entry(key, e) for e in value) + "]"
+
+
+def _format_values(what: str, values: dict) -> list[str]:
+    """Each implementation's value of ``what``; for a log or a list of mappings, only
+    the first entry at which they differ (the logs can be long)."""
+    if what == "result":
+        return [f"  {impl}: {format_core_result(v)}" for impl, v in values.items()]
+    if what in ("bitmap", "bitmap300", "listeners") or what.endswith(".counts"):
+        return [f"  {impl}: {format_state(what, v)}" for impl, v in values.items()]
+    lists = list(values.values())
+    at = next((i for i in range(max(len(v) for v in lists))
+               if len({repr(v[i]) if i < len(v) else "-" for v in lists}) > 1), 0)
+    out = [f"  entry {at} (of " + ", ".join(f"{impl} {len(v)}" for impl, v in values.items()) + ")"]
+    out += [f"  {impl}: " + (format_state_entry(what, v[at]) if at < len(v) else "(none)")
+            for impl, v in values.items()]
+    return out
 
 
 # -- op streams ---------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 A set of shared blocks instead of a bitmap, a dict of mappings instead of a page table,
 per-block loops instead of word scans, and no cleverness anywhere: this is the executable
 spec the Cython core and its pure-Python twin are differential-tested against after every
-operation.  It reads DESIGN.md 2.2, 2.4, 2.5 and 2.6 line by line; when it disagrees with
-a backend, the backend is wrong until shown otherwise.
+operation.  It reads docs/semantics.md 2.2, 2.4, 2.5 and 2.6 line by line; when it
+disagrees with a backend, the backend is wrong until shown otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def intersect(section: MemoryRegionSection, offset: int, size: int):
 
 
 class ModelRamBlockAttributes:
-    """DESIGN.md 2.2.  Listeners are any objects with notify_populate/notify_discard.
+    """docs/semantics.md 2.2.  Listeners: any objects with notify_populate/notify_discard.
 
     The listener list is a plain Python list of (listener, section), newest first, and
     every walk over it follows the rule of QEMU's QLIST_FOREACH, stated directly
@@ -215,7 +215,8 @@ class ModelRamBlockAttributes:
 
 
 class ModelIommu:
-    """DESIGN.md 2.5 (``kind="type1"``) and 2.6 (``kind="iommufd"``), with a plain dict."""
+    """docs/semantics.md 2.5 (``kind="type1"``) and 2.6 (``kind="iommufd"``), with a plain
+    dict."""
 
     #: the host kernel's PAGE_SIZE: iommufd checks uptr and bounds length in host pages
     HOST_PAGE_SIZE = 0x1000
@@ -405,7 +406,8 @@ class ModelIommu:
 
 
 class ModelVfioListener:
-    """DESIGN.md 2.4: map per granule, roll back with one unmap of the whole section."""
+    """docs/semantics.md 2.4: map per granule, roll back with one unmap of the whole
+    section."""
 
     double_discard_supported = True
 

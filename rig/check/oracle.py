@@ -1,46 +1,127 @@
-"""The oracle: DESIGN.md 4.1's invariants and notify-order (2.2), checked after every op.
+"""The oracle: the invariants of docs/semantics.md 4.1, checked after every op.
+
+Each invariant is declared once, by ``@invariant(name, severity=..., doc=...)`` on the
+check that reports it; everything else is derived from those declarations: ``INVARIANTS``
+(the names, most severe first: what ``# expect:`` lines accept), ``DOC``, the checks that
+run after every op (``CHECKS``), ``severity`` (the sort key of a step's violations) and
+``rig list``.  Adding an invariant is one decorated check here, plus its row in
+tests/world/test_invariants.py.
+
+Severity is an explicit number, lower is more severe, with gaps so that a new invariant
+can go between two others.  It picks the headline of an outcome (the first violation of
+its op), hence the finding signature and the regression file name (rig/trace/minimize.py):
+changing a number renames findings, so numbers, like the names, stay as published.
+
+A check has a *kind*, which says when it runs and what it is given (``KINDS``): most look
+at the world after an op; atomic-failure compares the world before and after a failed
+conversion, differential compares the world with its shadow on the reference model, and
+one double-backing check looks at the VM that an op stopped.  The session calls one entry
+point per kind (``check``, ``check_atomic``, ``check_differential``, ``check_after_stop``),
+each running every check declared with that kind.
 
 Each check returns Violations whose detail names pages, frames and mappings in hex, so a
-report says *what* broke, not just *that* something did.  The order of ``INVARIANTS``
-is the order of severity used to pick the headline of an outcome.
+report says *what* broke, not just *that* something did.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from rig.world.host import PAGE_SIZE
 
-INVARIANTS = (
-    "stale-mapping",
-    "private-dma",
-    "pin-leak",
-    "data-integrity",
-    "shared-unmapped",
-    "attr-agree",
-    "atomic-failure",
-    "dma-accounting",
-    "double-backing",
-    "notify-order",
-    "differential",
-)
-
-DOC = {
-    "stale-mapping": "every IOMMU mapping points at the frame that currently backs its "
-                     "guest page",
-    "private-dma": "no IOMMU mapping reaches a private page",
-    "shared-unmapped": "every shared page inside a registered listener's section is "
-                       "mapped (populated)",
-    "pin-leak": "no frame is pinned after its file dropped it; locked_vm equals the pins",
-    "double-backing": "no guest page is backed in both memfd and guest_memfd",
-    "attr-agree": "KVM's private attribute agrees with the bitmap for every block",
-    "dma-accounting": "dma_avail + mappings == dma_entry_limit (type1)",
-    "atomic-failure": "a conversion that returns an error leaves the world as before",
-    "data-integrity": "what a device wrote to a shared page is what the guest reads",
-    "notify-order": "a listener told of a conversion finds the bitmap already updated "
-                    "(bitmap first, then notify)",
-    "differential": "the core and the reference model agree",
+#: When a check runs, and what the session hands it.
+KINDS = {
+    "state": "after every op, on the world (check)",
+    "atomic": "after a failed conversion, on the world before and after it (check_atomic)",
+    "differential": "after every op, on the world and its shadow on the reference model, "
+                    "with both results (check_differential)",
+    "after-stop": "once, on the op that stopped the VM (check_after_stop)",
 }
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """One invariant: its ``name`` (reports and ``# expect:`` lines), its ``severity``
+    (lower is more severe), what it promises (``doc``), and the ``check`` that reports
+    it, of ``kind``.  ``also`` holds further (kind, check) pairs reporting the same
+    invariant at another point (double-backing on a stopped VM)."""
+
+    name: str
+    severity: int
+    doc: str
+    check: Callable
+    kind: str = "state"
+    also: tuple = ()
+
+    @property
+    def checks(self) -> tuple:
+        """Every (kind, check) that reports this invariant."""
+        return ((self.kind, self.check),) + self.also
+
+
+#: name -> Invariant, in declaration order.
+REGISTRY: dict[str, Invariant] = {}
+
+#: Derived from REGISTRY on every declaration (so at import; nothing declares later).
+INVARIANTS: tuple[str, ...] = ()     # names, most severe first
+DOC: dict[str, str] = {}             # name -> what it promises, most severe first
+CHECKS: tuple = ()                   # the "state" checks ``check`` runs after every op
+_BY_KIND: dict[str, tuple] = {}
+
+
+def _declare(inv: Invariant) -> None:
+    global INVARIANTS, DOC, CHECKS, _BY_KIND
+    for kind, _ in inv.checks:
+        if kind not in KINDS:
+            raise ValueError(f"invariant {inv.name!r}: kind {kind!r} is not one of "
+                             f"{', '.join(KINDS)}")
+    REGISTRY[inv.name] = inv
+    ordered = sorted(REGISTRY.values(), key=lambda i: i.severity)
+    INVARIANTS = tuple(i.name for i in ordered)
+    DOC = {i.name: i.doc for i in ordered}
+    by_kind: dict[str, list] = {kind: [] for kind in KINDS}
+    for i in ordered:
+        for kind, fn in i.checks:
+            if fn not in by_kind[kind]:  # one check may report several invariants
+                by_kind[kind].append(fn)
+    _BY_KIND = {kind: tuple(fns) for kind, fns in by_kind.items()}
+    CHECKS = _BY_KIND["state"]
+
+
+def invariant(name: str, severity: int, doc: str, kind: str = "state"):
+    """Declare the invariant ``name``, reported by the decorated check.  A check that
+    reports several invariants carries one decorator for each."""
+    if name in REGISTRY:
+        raise ValueError(f"invariant {name!r} is declared twice")
+    taken = {i.severity: i.name for i in REGISTRY.values()}
+    if severity in taken:
+        # Equal severities would leave the headline to the order of the checks.
+        raise ValueError(f"invariant {name!r}: severity {severity} is {taken[severity]!r}'s")
+
+    def declare(fn: Callable) -> Callable:
+        _declare(Invariant(name, severity, doc, fn, kind))
+        return fn
+    return declare
+
+
+def also_reported(name: str, kind: str):
+    """The decorated check reports ``name`` (declared above it) at another point."""
+    def declare(fn: Callable) -> Callable:
+        inv = REGISTRY[name]
+        _declare(replace(inv, also=inv.also + ((kind, fn),)))
+        return fn
+    return declare
+
+
+def severity(name: str) -> int:
+    """The sort key of a violation of ``name``: lower is more severe."""
+    return REGISTRY[name].severity
+
+
+def sort_key(violation: "Violation") -> int:
+    return REGISTRY[violation.invariant].severity
+
 
 #: How many offending items a detail line lists before "and N more".
 DETAIL_ITEMS = 4
@@ -71,6 +152,9 @@ def _frame_desc(world, frame_id: int) -> str:
     return f"frame #{frame_id} ({frame.file.name}[0x{frame.index * frame.file.page_size:x}])"
 
 
+@invariant("stale-mapping", severity=10,
+           doc="every IOMMU mapping points at the frame that currently backs its guest page")
+@invariant("private-dma", severity=20, doc="no IOMMU mapping reaches a private page")
 def check_mappings(world) -> list[Violation]:
     """stale-mapping and private-dma, from one walk over the IOMMU's mappings."""
     stale, private = [], []
@@ -115,6 +199,8 @@ def _check_container(world, container, inplace):
     return stale, private
 
 
+@invariant("pin-leak", severity=30,
+           doc="no frame is pinned after its file dropped it; locked_vm equals the pins")
 def check_pins(world) -> list[Violation]:
     """pin-leak: no dropped frame is still pinned; locked_vm equals the pins taken."""
     out = []
@@ -131,6 +217,9 @@ def check_pins(world) -> list[Violation]:
     return out
 
 
+@invariant("shared-unmapped", severity=50,
+           doc="every shared page inside a registered listener's section is mapped "
+               "(populated)")
 def check_listeners(world) -> list[Violation]:
     """shared-unmapped: every page KVM says is shared, inside a registered section, is
     mapped (VFIO) or populated (generic listeners)."""
@@ -160,6 +249,8 @@ def check_listeners(world) -> list[Violation]:
                       f"listener: {_listing(items)}", items)]
 
 
+@invariant("double-backing", severity=90,
+           doc="no guest page is backed in both memfd and guest_memfd")
 def check_backing(world) -> list[Violation]:
     """double-backing (not for in-place designs, nor hugetlb shared memory, which QEMU
     deliberately keeps)."""
@@ -175,9 +266,10 @@ def check_backing(world) -> list[Violation]:
                       f"guest_memfd ({len(items)} extra frames): {_listing(items)}", items)]
 
 
-def check_after_stop(world) -> list[Violation]:
+@also_reported("double-backing", kind="after-stop")
+def check_stopped_backing(world) -> list[Violation]:
     """What a VM stop leaves behind, checked once, on the op that stopped the VM (the
-    executor runs ``check`` there too, so pins, stale mappings, accounting and pages
+    session runs ``check`` there too, so pins, stale mappings, accounting and pages
     backed in both files are judged on the stopped VM as on a running one).
 
     A stopped VM stays as the failure left it: nothing will finish the conversion that
@@ -209,6 +301,8 @@ def check_after_stop(world) -> list[Violation]:
                       f"still backed on the side the guest left: {_listing(items)}", items)]
 
 
+@invariant("attr-agree", severity=60,
+           doc="KVM's private attribute agrees with the bitmap for every block")
 def check_attributes(world) -> list[Violation]:
     """attr-agree: bit set <=> every page of the block is shared for KVM.
 
@@ -242,6 +336,8 @@ def check_attributes(world) -> list[Violation]:
                       f"disagree: {_listing(items)}", items)]
 
 
+@invariant("dma-accounting", severity=80,
+           doc="dma_avail + mappings == dma_entry_limit (type1)")
 def check_accounting(world) -> list[Violation]:
     if world.config.iommu != "type1":
         return []
@@ -254,6 +350,8 @@ def check_accounting(world) -> list[Violation]:
                       f"{world.config.dma_entry_limit}", items)]
 
 
+@invariant("data-integrity", severity=40,
+           doc="what a device wrote to a shared page is what the guest reads")
 def check_data(world) -> list[Violation]:
     items = []
     for page, tag in sorted(world.expected_data.items()):
@@ -271,7 +369,9 @@ def check_data(world) -> list[Violation]:
                       f"{_listing(items)}", items)]
 
 
-def check_atomic(before: dict, after: dict) -> list[Violation]:
+@invariant("atomic-failure", severity=70, kind="atomic",
+           doc="a conversion that returns an error leaves the world as before")
+def check_snapshots(before: dict, after: dict) -> list[Violation]:
     changed = [key for key in before if before[key] != after[key]]
     if not changed:
         return []
@@ -286,9 +386,12 @@ def check_atomic(before: dict, after: dict) -> list[Violation]:
                       + ", ".join(parts), changed)]
 
 
+@invariant("notify-order", severity=100,
+           doc="a listener told of a conversion finds the bitmap already updated "
+               "(bitmap first, then notify)")
 def check_order(world) -> list[Violation]:
-    """notify-order: what the observing listeners saw during this op (DESIGN.md 2.2:
-    the bitmap is updated before listeners are told, both directions)."""
+    """notify-order: what the observing listeners saw during this op (the bitmap is
+    updated before listeners are told, both directions: docs/semantics.md 2.2)."""
     items = [f"{name} told {kind} of 0x{section[0]:x}+0x{section[1]:x} during "
              f"{'state_change to ' + call if call in ('populate', 'discard') else call}: {saw}"
              for index, name, kind, section, call, saw in world.order_violations
@@ -299,21 +402,9 @@ def check_order(world) -> list[Violation]:
                       f"bitmap was updated: {_listing(items)}", items)]
 
 
-CHECKS = (check_order, check_mappings, check_pins, check_data, check_listeners, check_attributes,
-          check_accounting, check_backing)
-
-
-def check(world) -> list[Violation]:
-    """Every state invariant on ``world`` after an op (atomic-failure, which compares two
-    states, is ``check_atomic``; the executor calls it for failed conversions)."""
-    out: list[Violation] = []
-    for fn in CHECKS:
-        out.extend(fn(world))
-    out.sort(key=lambda v: INVARIANTS.index(v.invariant))
-    return out
-
-
-def check_differential(world, shadow, result, shadow_result) -> list[Violation]:
+@invariant("differential", severity=110, kind="differential",
+           doc="the core and the reference model agree")
+def check_shadow(world, shadow, result, shadow_result) -> list[Violation]:
     """The core under test and the reference model, run side by side, agree."""
     diffs = []
     if repr(result) != repr(shadow_result):
@@ -332,3 +423,38 @@ def check_differential(world, shadow, result, shadow_result) -> list[Violation]:
     if not diffs:
         return []
     return [Violation("differential", "; ".join(diffs), diffs)]
+
+
+# -- the session's entry points, one per kind --------------------------------------------
+
+def _run(kind: str, *args) -> list[Violation]:
+    out: list[Violation] = []
+    for fn in _BY_KIND[kind]:
+        out.extend(fn(*args))
+    out.sort(key=sort_key)
+    return out
+
+
+def check(world) -> list[Violation]:
+    """Every state invariant on ``world`` after an op, most severe first."""
+    out: list[Violation] = []
+    for fn in CHECKS:  # a module global, so that rig bench can time each check
+        out.extend(fn(world))
+    out.sort(key=sort_key)
+    return out
+
+
+def check_atomic(before: dict, after: dict) -> list[Violation]:
+    """A failed conversion: the world snapshots before and after it (the session calls
+    this for failed conversions only)."""
+    return _run("atomic", before, after)
+
+
+def check_differential(world, shadow, result, shadow_result) -> list[Violation]:
+    """The world under test and its shadow, with the op's result on each."""
+    return _run("differential", world, shadow, result, shadow_result)
+
+
+def check_after_stop(world) -> list[Violation]:
+    """The op that stopped the VM, once (besides ``check``)."""
+    return _run("after-stop", world)

@@ -1,9 +1,15 @@
-"""The one executor: apply each op to the World, then run the oracle (DESIGN.md 4).
+"""The one run loop: apply each op to the World, then judge it with the oracle.
 
-Beside the world under test, a shadow world runs the same ops on the reference model's
-core (rig.check.model) when ``differential`` is on; after every op the two must agree.
-Outcome per run: ``ok``, ``vm_stopped`` (errno, op k) or ``violation`` (invariant, op k,
-detail).  Exceptions raised here are bugs of the rig, never findings.
+Everything that runs ops goes through ``Session``: ``run`` (rig replay, the sweeps, the
+report, the minimizer), the world fuzz harnesses, the hypothesis state machine and
+``rig bench world``.  Beside the world under test, a shadow world runs the same ops on
+the reference model's core (rig.check.model) when ``differential`` is on; after every
+op the two must agree.
+
+A run's ``Outcome`` is ``ok``, ``vm_stopped`` (errno, op k) or ``violation`` (invariant,
+op k, detail); ``Expect`` is a pattern over outcomes (what a trace's ``# expect:`` line
+says, and what the minimizer keeps), with the one ``matches``.  Exceptions raised here
+are bugs of the rig, never findings.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from dataclasses import dataclass, field
 
 from rig.check import model, oracle
 from rig.errors import errno_name
-from rig.world.ops import Op
 from rig.world.config import WorldConfig
+from rig.world.events import Exit, Fault
+from rig.world.ops import Op, format_result
 from rig.world.world import World
 
 
@@ -22,9 +29,9 @@ class Step:
     index: int
     op: Op
     result: object
-    faults: list          # (site, errno, partial) injected during this op
-    events: list          # world events of this op (interleavings, retries, warnings, ...)
-    violations: list      # oracle.Violation
+    faults: list          # rig.world.events.Fault: the faults injected during this op
+    events: list          # the other events of this op (interleavings, retries, ...)
+    violations: list      # oracle.Violation, most severe first
 
 
 @dataclass
@@ -40,19 +47,60 @@ class Outcome:
     stop_errno: int | None = None
     stop_index: int | None = None
 
-    def matches(self, other: "Outcome") -> bool:
-        """Same kind, and same errno / invariant where they apply (expect: lines)."""
-        return (self.kind == other.kind and
-                (self.kind != "vm_stopped" or other.errno is None or self.errno == other.errno) and
-                (self.kind != "violation" or other.invariant is None
-                 or self.invariant == other.invariant))
-
     def __str__(self) -> str:
+        """The outcome as an ``# expect:`` line names it: ``violation stale-mapping``."""
+        return str(Expect.of(self))
+
+    def describe(self, also: bool = False) -> str:
+        """The outcome in one line, where it happened included: ``violation
+        shared-unmapped at op 3; VM stopped (-ENOMEM) at op 3``.  ``also``: name the other
+        invariants the headline op broke too (the designs table)."""
         if self.kind == "ok":
             return "ok"
         if self.kind == "vm_stopped":
-            return f"vm_stopped {errno_name(self.errno)}"
-        return f"violation {self.invariant}"
+            return f"vm_stopped {errno_name(self.errno)} at op {self.op_index}"
+        text = f"violation {self.invariant} at op {self.op_index}"
+        others = sorted({v.invariant for v in self.violations} - {self.invariant})
+        if also and others:
+            text += f" (also: {', '.join(others)})"
+        if self.stop_errno is not None:
+            text += f"; VM stopped ({format_result(self.stop_errno)}) at op {self.stop_index}"
+        return text
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A pattern over outcomes: the kind, and the errno (vm_stopped) or invariant
+    (violation) when given; None matches any."""
+
+    kind: str                   # ok | vm_stopped | violation
+    errno: int | None = None    # vm_stopped: negative errno (None: any)
+    invariant: str | None = None
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> "Expect":
+        """The pattern that matches exactly ``outcome``'s kind and errno or invariant."""
+        if outcome.kind == "vm_stopped":
+            return cls("vm_stopped", outcome.errno)
+        if outcome.kind == "violation":
+            return cls("violation", None, outcome.invariant)
+        return cls(outcome.kind)
+
+    def __str__(self) -> str:
+        if self.kind == "vm_stopped":
+            return "vm_stopped" + (f" {errno_name(self.errno)}" if self.errno else "")
+        if self.kind == "violation":
+            return "violation" + (f" {self.invariant}" if self.invariant else "")
+        return "ok"
+
+    def matches(self, outcome: Outcome) -> bool:
+        if outcome.kind != self.kind:
+            return False
+        if self.kind == "vm_stopped":
+            return self.errno is None or outcome.errno == self.errno
+        if self.kind == "violation":
+            return self.invariant is None or outcome.invariant == self.invariant
+        return True
 
 
 @dataclass
@@ -67,10 +115,12 @@ class RunResult:
         return self.world.plan.coverage()
 
 
+def _by_severity(violations: list) -> list:
+    return sorted(violations, key=oracle.sort_key)
+
+
 class Session:
-    """A world (and its shadow on the reference model) stepped one op at a time: the one
-    apply-then-check path that ``run``, the hypothesis state machine and the fuzz
-    harnesses share."""
+    """A world (and its shadow on the reference model) stepped one op at a time."""
 
     def __init__(self, config: WorldConfig, backend: str = "cy", differential: bool = True):
         config.validate()
@@ -97,27 +147,24 @@ class Session:
                     and not world.interleaved_midway:
                 atomic.extend(oracle.check_atomic(before, world.snapshot()))
 
+        was_stopped = world.vm_stopped is not None
         result = world.apply(op, check_atomic)
-        violations = sorted(oracle.check(world) + atomic,
-                            key=lambda v: oracle.INVARIANTS.index(v.invariant))
+        violations = _by_severity(oracle.check(world) + atomic)
         if shadow is not None:
             shadow.begin_op(index, op)
             shadow_result = shadow.apply(op)
             violations += oracle.check_differential(world, shadow, result, shadow_result)
-        was_stopped = self.outcome.stop_errno is not None
-        stopped = world.vm_stopped
-        if (stopped is None and op.name == "kvm_convert_memory" and isinstance(result, int)
-                and result < 0 and world.design.stops_vm):
-            stopped = world.vm_stopped = result
-            world.event("vm_stop", result)
-        if stopped is not None and not was_stopped and not _exited(world, index):
-            # The stop ends the guest, not the host: what the stop leaves behind (pins,
-            # mappings, both files) is checked as the state the VM stays in.
-            violations = sorted(violations + oracle.check_after_stop(world),
-                                key=lambda v: oracle.INVARIANTS.index(v.invariant))
         events = world.events[events_before:]
-        faults = [(e[2], e[3], e[4]) for e in events if e[0] == "fault"]
-        step = Step(index, op, result, faults, [e for e in events if e[0] != "fault"], violations)
+        stopped = world.vm_stopped
+        if (stopped is not None and not was_stopped
+                and not any(isinstance(e, Exit) for e in events)):
+            # The stop ends the guest, not the host: what the stop leaves behind (pins,
+            # mappings, both files) is checked as the state the VM stays in.  Not when
+            # QEMU exited at this op: the process is gone and the kernel released
+            # everything it held.
+            violations = _by_severity(violations + oracle.check_after_stop(world))
+        step = Step(index, op, result, [e for e in events if isinstance(e, Fault)],
+                    [e for e in events if not isinstance(e, Fault)], violations)
         self.steps.append(step)
         if violations:
             if self.outcome.kind != "violation":
@@ -135,27 +182,24 @@ class Session:
             self.stopped = True
         return step
 
+    def run(self, ops, stop_at_violation: bool = True, observe=None) -> "RunResult":
+        """Step through ``ops`` until the run stops (a violation, a VM stop) or they end.
+        ``observe(world)`` is called before the first op and after every op."""
+        if observe is not None:
+            observe(self.world)
+        for op in ops:
+            self.step(op, stop_at_violation)
+            if observe is not None:
+                observe(self.world)
+            if self.stopped:
+                break
+        return self.result()
+
     def result(self) -> RunResult:
         return RunResult(self.outcome, self.steps, self.world, self.shadow)
 
 
-def _exited(world: World, index: int) -> bool:
-    """QEMU exited at this op (a replay failure at hot-plug, 10.1): the process is gone
-    and the kernel released everything it held, so no state is left behind to check."""
-    return any(e[0] == "exit" and e[1] == index for e in world.events)
-
-
 def run(config: WorldConfig, ops, backend: str = "cy", differential: bool = True,
         stop_at_violation: bool = True, observe=None) -> RunResult:
-    """Run ``ops`` from a fresh world built from ``config`` (validated here).
-    ``observe(world)`` is called before the first op and after every op."""
-    session = Session(config, backend, differential)
-    if observe is not None:
-        observe(session.world)
-    for op in ops:
-        session.step(op, stop_at_violation)
-        if observe is not None:
-            observe(session.world)
-        if session.stopped:
-            break
-    return session.result()
+    """Run ``ops`` from a fresh world built from ``config`` (validated here)."""
+    return Session(config, backend, differential).run(ops, stop_at_violation, observe)

@@ -1,5 +1,6 @@
 """The ``rig`` command line (main.py) and the commands that are mostly presentation:
-``rig replay`` (replay.py), ``rig designs`` (report.py), ``rig bench`` (bench.py).
+``rig replay`` (replay.py), ``rig designs`` (report.py), ``rig bench`` (bench.py),
+``rig list`` (listing.py).
 
 May import every other layer; nothing imports it.
 """

@@ -532,12 +532,7 @@ def _run_traces(traces, differential: bool) -> int:
 
     ops = 0
     for trace in traces:
-        session = Session(trace.config, differential=differential)
-        for o in trace.ops:
-            session.step(o)
-            ops += 1
-            if session.stopped:
-                break
+        ops += len(Session(trace.config, differential=differential).run(trace.ops).steps)
     return ops
 
 

@@ -1,7 +1,7 @@
 """The ``rig`` command line.
 
-Exit codes, the same for every subcommand (DESIGN.md 4.1): 0 ok, 1 usage or input error,
-2 a violation (a finding), 3 an internal error of the rig itself.
+Exit codes, the same for every subcommand (docs/semantics.md 4.1): 0 ok, 1 usage or input
+error, 2 a violation (a finding), 3 an internal error of the rig itself.
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ def _cmd_sweep(args) -> int:
     import json
 
     from rig.drive import sweep
-    from rig.trace.scenarios import SCENARIOS
+    from rig.trace.corpus import scenarios as corpus_scenarios
     from rig.world.designs import DESIGNS
 
+    SCENARIOS = corpus_scenarios()
     for name, known, what in ((args.design, DESIGNS, "design"),
                               (args.scenario, SCENARIOS, "scenario")):
         for value in name or ():
@@ -116,6 +117,16 @@ def _cmd_replay(args) -> int:
         except TraceError as exc:
             print(f"rig replay: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        if loaded.core is not None:  # a core trace, or a raw input of a core harness
+            result, lines = replay.replay_core(loaded, path, args.backend, not args.no_differential)
+            worst = max(worst, replay.core_exit_code(loaded, result))
+            if args.json:
+                reports.append(replay.core_to_json(loaded, path, result))
+            elif not args.quiet:
+                print("\n".join(lines) + ("\n" if len(args.files) > 1 else ""))
+            else:
+                print(f"{path}: {result.outcome.describe()}")
+            continue
         if loaded.trace is None:
             code, lines = replay.replay_raw(loaded, path)
             worst = max(worst, code)
@@ -135,7 +146,7 @@ def _cmd_replay(args) -> int:
             if len(args.files) > 1:
                 print()
         else:
-            print(f"{path}: {replay.describe(result)}")
+            print(f"{path}: {result.outcome.describe()}")
     if args.json and reports:
         print(json.dumps(reports if len(reports) > 1 else reports[0], indent=1))
     return worst
@@ -153,6 +164,8 @@ def _cmd_minimize(args) -> int:
     except TraceError as exc:
         print(f"rig minimize: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if loaded.core is not None:
+        return _minimize_core(args, loaded)
     if loaded.trace is None:
         raise UsageError(f"{args.file}: harness {loaded.harness} does not decode to a trace: "
                          "nothing to minimize (rig replay shows it)")
@@ -160,7 +173,7 @@ def _cmd_minimize(args) -> int:
         m = minimize.Minimizer(loaded.trace, args.backend, log=lambda msg: print(f"  {msg}"))
     except ValueError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
-    print(f"minimize: {args.file}: {len(loaded.trace.ops)} ops, target {m.target.expect()}")
+    print(f"minimize: {args.file}: {len(loaded.trace.ops)} ops, target {m.target}")
     m.minimize()
     trace = minimize.finalize(m, len(loaded.trace.ops))
     text = serialize(trace)
@@ -177,10 +190,51 @@ def _cmd_minimize(args) -> int:
     return EXIT_OK
 
 
+def _minimize_core(args, loaded) -> int:
+    """``rig minimize`` of a core trace (or a raw input of a core harness): the core
+    minimizer, then the same 3/3 check and corpus write as for a world trace."""
+    from rig.check.differential import impls_for
+    from rig.trace import core, minimize
+
+    try:
+        m = core.CoreMinimizer(loaded.core, impls_for(args.backend))
+    except ValueError as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    print(f"minimize: {args.file}: {len(loaded.core.ops)} ops, target {m.target}")
+    m.minimize()
+    trace = core.finalize(m, len(loaded.core.ops))
+    text = core.serialize(trace)
+    print(text, end="")
+    if args.no_write:
+        return EXIT_OK
+    if not minimize.reproduces_in_fresh_processes(text, 3, args.backend):
+        print("rig minimize: the minimized trace did not reproduce 3/3 in fresh processes: "
+              "nondeterminism in the rig", file=sys.stderr)
+        return EXIT_INTERNAL
+    path, created = core.write(trace, args.out)
+    print(f"{'wrote' if created else 'already known'}: {path}")
+    print(f"replay: rig replay {path}")
+    return EXIT_OK
+
+
 def _cmd_fuzz(args) -> int:
     from rig.drive import campaign
 
     return campaign.main(args)
+
+
+def _cmd_list(args) -> int:
+    """Every registry: designs, harnesses, ops, fault sites, invariants."""
+    import json
+
+    from rig.cli import listing
+
+    for section in args.section:
+        if section not in listing.SECTIONS:
+            raise UsageError(f"{section!r}: not one of {', '.join(listing.SECTIONS)}")
+    data = listing.registries(args.section or listing.SECTIONS)
+    print(json.dumps(data, indent=1) if args.json else listing.text(data))
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-minimize", action="store_true", help="keep raw findings only")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_fuzz)
+    p = sub.add_parser("list", help="every registry: designs, harnesses, ops, fault sites "
+                       "(with their errnos), invariants (with their severity)")
+    p.add_argument("section", nargs="*", metavar="SECTION",
+                   help="only these (designs, harnesses, ops, fault_sites, invariants)")
+    p.add_argument("--json", action="store_true", help="the same as JSON")
+    p.set_defaults(func=_cmd_list)
     from rig.cli import bench
 
     bench.add_parser(sub)

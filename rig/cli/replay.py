@@ -11,10 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rig.errors import errno_name
-from rig.world.ops import interleave_point
+from rig.world.ops import format_result  # noqa: F401  (re-exported for callers)
 from rig.check.session import RunResult, run
 from rig.trace.format import Trace, TraceError, format_header, format_op, is_trace, parse
 from rig.world.host import PAGE_SIZE
+from rig.trace import core as core_trace
+from rig.check.differential import (RECORDERS, VFIOS, format_bits, format_core_op,
+                                    format_core_result, format_core_value, format_log_entry,
+                                    format_mapping, impls_for)
 
 
 @dataclass
@@ -23,6 +27,9 @@ class Loaded:
     source: str          # "trace" | "raw"
     harness: str | None = None
     data: bytes = b""
+    #: A core trace (a core trace file, or a raw input of a core harness): replayed by
+    #: replay_core on the core's implementations side by side, not on a world.
+    core: core_trace.CoreTrace | None = None
 
 
 def replay_raw(loaded: Loaded, path: str) -> tuple[int, list[str]]:
@@ -57,11 +64,15 @@ def load_input(path: str, harness: str | None = None, strict: bool = True) -> Lo
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise TraceError(path, 1, "not UTF-8 text") from None
+        if core_trace.is_core_trace(text):
+            return Loaded(None, "trace", core=core_trace.parse(text, path, strict))
         return Loaded(parse(text, path, strict), "trace")
     name = harness or harnesses.DEFAULT
     if name not in harnesses.HARNESSES:
         raise TraceError(path, 0, f"unknown harness {name!r} (one of "
                          f"{', '.join(harnesses.HARNESSES)}, optionally NAME:DESIGN)")
+    if isinstance(harnesses.HARNESSES[name], harnesses.CoreHarness):
+        return Loaded(None, "raw", name, data, core=harnesses.HARNESSES[name].to_core_trace(data))
     if name.split(":")[0] not in harnesses.WORLD_HARNESSES:
         return Loaded(None, "raw", name, data)
     trace = harnesses.HARNESSES[name].to_trace(data)
@@ -116,50 +127,6 @@ def _bits(bits) -> str:
     return "[" + ",".join(str(b) for b in bits) + "]"
 
 
-def format_result(result) -> str:
-    if isinstance(result, bool) or result is None:
-        return str(result)
-    if isinstance(result, int):
-        return f"-{errno_name(result)}" if result < 0 else str(result)
-    if isinstance(result, tuple):
-        return "[" + ", ".join(f"0x{s[0]:x}+0x{s[1]:x}@0x{s[2]:x}" for s in result) + "]"
-    return repr(result)
-
-
-def format_event(event) -> str:
-    kind = event[0]
-    rest = event[2:]
-    if kind == "interleave":
-        at, nested, result = rest
-        return f"interleaved {format_point(at)}: {format_op(nested)} = {format_result(result)}"
-    if kind == "iommu_fault":
-        return f"IOMMU fault at iova 0x{rest[0]:x} ({format_result(rest[1])})"
-    if kind == "retry":
-        return f"retry {rest[0]} #{rest[1]} after {format_result(rest[2])}"
-    if kind == "give_up":
-        what, start, size, ret = rest
-        return f"gave up on {what} of 0x{start:x}+0x{size:x} ({format_result(ret)})"
-    if kind in ("budget", "exit", "register_error"):
-        return f"{kind}: " + " ".join(str(x) for x in rest)
-    if kind == "vm_stop":
-        return f"VM stopped ({format_result(rest[0])})"
-    return " ".join(str(x) for x in event)
-
-
-def format_point(at) -> str:
-    """An interleaving point in words (rig.world.ops.interleave_point)."""
-    kind, n = interleave_point(at)
-    if kind == "attr":
-        return "after KVM_SET_MEMORY_ATTRIBUTES"
-    return f"{kind} notification {n}"
-
-
-def format_fault(fault) -> str:
-    site, errno, partial = fault
-    text = f"{site}={errno_name(errno)}"
-    return text + (f" after {partial} units" if partial is not None else "")
-
-
 # -- the report ------------------------------------------------------------------------------
 
 def replay(loaded: Loaded, path: str, backend: str = "cy", differential: bool = True):
@@ -181,29 +148,17 @@ def render(loaded: Loaded, path: str, result: RunResult, deltas, backend, differ
     lines += [f"warning: {w}" for w in trace.warnings]
     for step, delta in zip(result.steps, deltas):
         lines.append(f"#{step.index:<3} {format_op(step.op)} = {format_result(step.result)}")
-        lines += [f"       injected: {format_fault(f)}" for f in step.faults]
-        lines += [f"       {format_event(e)}" for e in step.events]
+        lines += [f"       injected: {f}" for f in step.faults]
+        lines += [f"       {e}" for e in step.events]
         lines += [f"       {d}" for d in delta]
         lines += [f"       VIOLATION {v}" for v in step.violations]
     if len(result.steps) < len(trace.ops):
         lines.append(f"(ops {len(result.steps)}..{len(trace.ops) - 1} not run: the run stopped)")
-    lines.append(f"outcome: {describe(result)}")
+    lines.append(f"outcome: {result.outcome.describe()}")
     if trace.expect is not None:
         verdict = "matches" if trace.expect.matches(result.outcome) else "DIFFERS"
         lines.append(f"expect: {trace.expect} ({verdict})")
     return lines
-
-
-def describe(result: RunResult) -> str:
-    o = result.outcome
-    if o.kind == "ok":
-        return "ok"
-    if o.kind == "vm_stopped":
-        return f"vm_stopped {errno_name(o.errno)} at op {o.op_index}"
-    text = f"violation {o.invariant} at op {o.op_index}"
-    if o.stop_errno is not None:
-        text += f"; VM stopped ({format_result(o.stop_errno)}) at op {o.stop_index}"
-    return text
 
 
 def to_json(loaded: Loaded, path: str, result: RunResult, deltas) -> dict:
@@ -218,8 +173,8 @@ def to_json(loaded: Loaded, path: str, result: RunResult, deltas) -> dict:
             "index": s.index,
             "op": format_op(s.op),
             "result": format_result(s.result),
-            "faults": [format_fault(f) for f in s.faults],
-            "events": [format_event(e) for e in s.events],
+            "faults": [str(f) for f in s.faults],
+            "events": [str(e) for e in s.events],
             "changes": d,
             "violations": [{"invariant": v.invariant, "detail": v.detail} for v in s.violations],
         } for s, d in zip(result.steps, deltas)],
@@ -236,6 +191,134 @@ def to_json(loaded: Loaded, path: str, result: RunResult, deltas) -> dict:
 def exit_code(loaded: Loaded, result: RunResult) -> int:
     """0: ok or as expected; 2: a violation or VM stop the trace does not expect."""
     expect = loaded.trace.expect
+    if expect is not None:
+        return 0 if expect.matches(result.outcome) else 2
+    return 0 if result.outcome.kind == "ok" else 2
+
+
+# -- core traces: the implementations of the core side by side ---------------------------------
+
+def replay_core(loaded: Loaded, path: str, backend: str = "cy", differential: bool = True):
+    """Run a core trace on the core's implementations (the Cython core unless ``backend``
+    is ``pure``, the twin, and the reference model unless ``differential`` is off) and
+    return (CoreRunResult, report lines)."""
+    trace = loaded.core
+    result = core_trace.run_core(trace.config, trace.ops, impls_for(backend, differential))
+    return result, render_core(loaded, path, result)
+
+
+def render_core(loaded: Loaded, path: str, result) -> list[str]:
+    """Each op with its result (one value when the implementations agree, each one's when
+    they do not) and what it changed, on the first implementation; at the first
+    disagreement, what differs."""
+    trace = loaded.core
+    source = "core trace" if loaded.source == "trace" else f"raw input, harness {loaded.harness}"
+    lines = [f"replay: {path} ({source})",
+             f"config: {core_trace.format_core_header(trace.config)[2:]}",
+             f"backend: {result.impls[0]}, differential: {' vs '.join(result.impls)}"]
+    lines += [f"warning: {w}" for w in trace.warnings]
+    before = None
+    error = result.outcome.error
+    for step in result.steps:
+        texts = {impl: format_core_result(r) for impl, r in step.results.items()}
+        shown = (next(iter(texts.values())) if len(set(texts.values())) == 1
+                 else " | ".join(f"{impl} {text}" for impl, text in texts.items()))
+        lines.append(f"#{step.index:<3} {format_core_op(step.op)} = {shown}")
+        if step.states is not None:
+            after = step.states[result.impls[0]]
+            lines += [f"       {c}" for c in core_changes(before, after, trace.config)]
+            before = after
+        if error is not None and step.index == error.index:
+            first, *rest = str(error).splitlines()
+            lines.append(f"       MISMATCH {first.split(': ', 1)[1]}")
+            lines += [f"         {line.strip()}" for line in rest]
+    if len(result.steps) < len(trace.ops):
+        lines.append(f"(ops {len(result.steps)}..{len(trace.ops) - 1} not run: "
+                     "the run stopped at the first disagreement)")
+    lines.append(f"outcome: {result.outcome.describe()}")
+    if trace.expect is not None:
+        verdict = "matches" if trace.expect.matches(result.outcome) else "DIFFERS"
+        lines.append(f"expect: {trace.expect} ({verdict})")
+    return lines
+
+
+def core_changes(before: dict | None, after: dict, config) -> list[str]:
+    """What an op changed in one implementation's state (``differential.STATE_KEYS``):
+    the calls each recorder got and what it saw, the blocks populated or discarded, the
+    listener list, the standalone bitmap and each container's mappings.  ``before`` None
+    is the state every run starts from: everything empty."""
+    def old(key):
+        return before[key] if before is not None else []
+
+    out = []
+    for name in RECORDERS:
+        key = f"log.{name}"
+        out += [f"{name}: {format_log_entry(e)}" for e in after[key][len(old(key)):]]
+    for name in VFIOS:
+        key = f"discard_errors.{name}"
+        out += [f"{name}: discard error {format_core_value(e)}" for e in after[key][len(old(key)):]]
+    was, now = set(old("bitmap")), set(after["bitmap"])
+    for word, blocks in (("populated", now - was), ("discarded", was - now)):
+        if blocks:
+            out.append(f"{word}: " + ", ".join(_block_runs(blocks, config.block_size)))
+    if list(old("listeners")) != after["listeners"]:
+        out.append(f"listeners: [{', '.join(after['listeners'])}]")
+    was, now = set(old("bitmap300")), set(after["bitmap300"])
+    if was != now:
+        out.append("bitmap300: " + " ".join(
+            ([f"+{format_bits(now - was)}"] if now - was else [])
+            + ([f"-{format_bits(was - now)}"] if was - now else [])))
+    for name in ("C", "D", "E"):
+        a, b = old(f"{name}.mappings"), after[f"{name}.mappings"]
+        added = [format_mapping(m, frames=False) for m in b if m not in a]
+        removed = [format_mapping(m, frames=False) for m in a if m not in b]
+        if added or removed:
+            out.append(f"{name} mappings: {len(a)} -> {len(b)}"
+                       + "".join(f"; +{m}" for m in added) + "".join(f"; -{m}" for m in removed))
+    return out
+
+
+def _block_runs(blocks, block_size: int) -> list[str]:
+    out, blocks = [], sorted(blocks)
+    i = 0
+    while i < len(blocks):
+        j = i
+        while j + 1 < len(blocks) and blocks[j + 1] == blocks[j] + 1:
+            j += 1
+        out.append(f"0x{blocks[i] * block_size:x}+0x{(j - i + 1) * block_size:x}")
+        i = j + 1
+    return out
+
+
+def core_to_json(loaded: Loaded, path: str, result) -> dict:
+    trace = loaded.core
+    o = result.outcome
+    before, steps = None, []
+    for s in result.steps:
+        after = s.states[result.impls[0]] if s.states is not None else None
+        changes = core_changes(before, after, trace.config) if after is not None else []
+        steps.append({"index": s.index, "op": format_core_op(s.op),
+                      "results": {impl: format_core_result(r) for impl, r in s.results.items()},
+                      "changes": changes})
+        before = after or before
+    return {
+        "path": path,
+        "source": loaded.source,
+        "harness": loaded.harness,
+        "config": core_trace.format_core_header(trace.config)[2:],
+        "impls": list(result.impls),
+        "steps": steps,
+        "outcome": {"kind": o.kind, "op_index": o.op_index, "what": o.what, "op": o.op,
+                    "signature": o.error.signature if o.error is not None else None,
+                    "detail": str(o.error) if o.error is not None else ""},
+        "expect": str(trace.expect) if trace.expect else None,
+        "matches": trace.expect.matches(o) if trace.expect else None,
+    }
+
+
+def core_exit_code(loaded: Loaded, result) -> int:
+    """0: ok or as expected; 2: a disagreement the trace does not expect."""
+    expect = loaded.core.expect
     if expect is not None:
         return 0 if expect.matches(result.outcome) else 2
     return 0 if result.outcome.kind == "ok" else 2

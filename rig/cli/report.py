@@ -7,38 +7,21 @@ from __future__ import annotations
 import inspect
 
 from rig.check.session import run
-from rig.trace.scenarios import SCENARIOS, two_listener_populate_failure
+from rig.trace.corpus import design_cases, scenarios
 from rig.world.designs import DESIGNS
 
-
-def describe(result) -> str:
-    o = result.outcome
-    if o.kind == "ok":
-        return "ok"
-    where = f" at op {o.op_index}"
-    if o.kind == "vm_stopped":
-        return f"vm_stopped {errno(o.errno)}{where}"
-    others = sorted({v.invariant for v in o.violations} - {o.invariant})
-    also = f" (also: {', '.join(others)})" if others else ""
-    stop = f"; VM stopped ({errno(result.world.vm_stopped)})" if result.world.vm_stopped else ""
-    return f"violation {o.invariant}{where}{also}{stop}"
-
-
-def errno(value) -> str:
-    from rig.errors import errno_name
-
-    return errno_name(value)
+#: The designs table's second case (corpora/designs/).
+POPULATE_FAILURE = "two-listener-populate-failure"
 
 
 def verdicts(backend: str = "cy") -> list[tuple[str, str, str, str]]:
     rows = []
-    seed = SCENARIOS["seed"]
+    seed, pop = scenarios()["seed"], design_cases()[POPULATE_FAILURE]
     for name, cls in DESIGNS.items():
         seed_result = run(seed.config.with_(design=name), seed.ops, backend)
-        cfg, ops = two_listener_populate_failure(name)
-        pop_result = run(cfg, ops, backend)
-        rows.append((name, inspect.cleandoc(cls.__doc__), describe(seed_result),
-                     describe(pop_result), details(seed_result), details(pop_result)))
+        pop_result = run(pop.config.with_(design=name), pop.ops, backend)
+        rows.append((name, inspect.cleandoc(cls.__doc__), seed_result.outcome.describe(also=True),
+                     pop_result.outcome.describe(also=True), details(seed_result), details(pop_result)))
     return rows
 
 
@@ -49,8 +32,8 @@ def details(result) -> list[str]:
 def markdown(backend: str = "cy") -> str:
     from rig.trace.format import format_op
 
-    seed = SCENARIOS["seed"]
-    _, pop_ops = two_listener_populate_failure("hardened")
+    seed, pop = scenarios()["seed"], design_cases()[POPULATE_FAILURE]
+    pop_ops = pop.ops
     out = [
         "# Designs under test",
         "",
@@ -59,14 +42,14 @@ def markdown(backend: str = "cy") -> str:
         "first op with a violation or a VM stop, and the table names the headline",
         "invariant (most severe first) and any others found at that op.",
         "",
-        "Seed sequence (`rig.trace.scenarios.SCENARIOS['seed']`, default world: one 64 KiB RAM",
+        "Seed sequence (`corpora/scenarios/seed.trace`, default world: one 64 KiB RAM",
         "block, type1):",
         "",
         "```",
         *[format_op(o) for o in seed.ops],
         "```",
         "",
-        "Populate failure in the 2nd of two listeners:",
+        "Populate failure in the 2nd of two listeners (`corpora/designs/" + POPULATE_FAILURE + ".trace`):",
         "",
         "```",
         *[format_op(o) for o in pop_ops],

@@ -67,6 +67,7 @@ def load_backend(name: str) -> SimpleNamespace:
 
 
 def _selected() -> str:
+    """The backend RIG_PUREPYTHON selects: the one place the variable is read."""
     return "pure" if os.environ.get("RIG_PUREPYTHON", "") not in ("", "0") else "cy"
 
 

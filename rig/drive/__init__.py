@@ -1,5 +1,6 @@
 """Drivers: what runs many inputs.  The harness registry (base.py, harnesses.py), the
-hypothesis state machine (stateful.py), the fuzz campaign (campaign.py) and its
+atheris target every fuzz/<name>.py calls (target.py), the hypothesis state machine
+(stateful.py), the fuzz campaign (campaign.py) and its
 instrumented build (native.py), and the fail_nth sweeps (sweep.py).
 
 May import: rig.trace, rig.check, rig.world, rig.core and rig.errors.  Not the command

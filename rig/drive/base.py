@@ -6,6 +6,7 @@ signature a campaign uses to tell one finding from another.  Harness definitions
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ def violation_signature(outcome, steps) -> str:
     signature = f"violation {outcome.invariant}"
     if steps and outcome.op_index is not None and outcome.op_index < len(steps):
         step = steps[outcome.op_index]
-        sites = sorted({fault[0] for fault in step.faults})
+        sites = sorted({fault.site for fault in step.faults})
         signature += f" in {step.op.name}" + (f" after {'+'.join(sites)}" if sites else "")
     return signature
 
@@ -68,12 +69,54 @@ def report_violation(harness: str, outcome, trace, steps=None) -> None:
                   signature)
 
 
+#: What a harness' inputs run on, and so what its findings are.
+KINDS = {
+    "world": "a whole World: every input is a world trace (rig replay, rig minimize)",
+    "core": "the core alone: the Cython core, its twin and the reference model in lockstep",
+    "canary": "fails on purpose, to prove failures are reported: never shipped, and "
+              "`rig fuzz --smoke` fails if it does not crash",
+}
+
+
 @dataclass(frozen=True)
 class Harness:
+    """One entry of the registry (rig.drive.harnesses.HARNESSES), declared once: the
+    campaign's default list (``in_default``), the world harnesses (``kind``), the
+    canaries, the shipped fuzzers and the generated fuzz/<name>.py are derived from it.
+
+    ``doc`` is the generated fuzz/<name>.py's docstring: a summary (its first
+    paragraph, which ``rig list`` prints), then what it covers, what it does not and
+    which known bugs it masks."""
+
     name: str
+    kind: str          # KINDS
+    in_default: bool   # in the default `rig fuzz` campaign
     doc: str
-    script: str                 # fuzz/<script>.py
-    expect_crash: bool = False  # the canary
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"harness {self.name!r}: kind {self.kind!r} is not one of "
+                             f"{', '.join(KINDS)}")
+        object.__setattr__(self, "doc", inspect.cleandoc(self.doc))
+
+    @property
+    def base(self) -> str:
+        """The registry name, without a fixed design (``convert:qemu-10.1`` -> convert)."""
+        return self.name.split(":")[0]
+
+    @property
+    def script(self) -> str:
+        """fuzz/<script>.py, the generated atheris script (rig.drive.target)."""
+        return self.base
+
+    @property
+    def expect_crash(self) -> bool:
+        return self.kind == "canary"
+
+    @property
+    def summary(self) -> str:
+        """The first paragraph of ``doc``, on one line."""
+        return " ".join(self.doc.split("\n\n")[0].split())
 
     def one_input(self, data: bytes) -> None:
         raise NotImplementedError

@@ -22,9 +22,6 @@ from pathlib import Path
 from rig.drive import harnesses, native
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_HARNESSES = ("core_differential", "iommu", "convert", "convert_explicit",
-                     "trace_text", "statemachine")
-WORLD = ("convert", "convert_explicit", "trace_text", "statemachine")
 STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+)(?: ft: \d+)? corp: (\d+)/\S+.*?exec/s: (\d+)")
 FORK_STATUS = re.compile(r"^#(\d+): cov: (\d+) ft: \d+ corp: (\d+) exec/s:? (\d+)")
 SMOKE_RUNS = {"canary": 100000, "native_canary": 300000}
@@ -313,7 +310,7 @@ def resolve(names, design: str | None) -> list[str]:
         if name not in harnesses.HARNESSES:
             raise ValueError(f"--harness {name!r}: not one of {', '.join(harnesses.HARNESSES)}")
         base = name.split(":")[0]
-        if base in WORLD and ":" not in name:
+        if base in harnesses.WORLD_HARNESSES and ":" not in name:
             name = f"{base}:{design or harnesses.DEFAULT_DESIGN}"
         out.append(name)
     return out
@@ -340,7 +337,8 @@ def main(args) -> int:
 
         if args.design not in DESIGNS:
             raise UsageError(f"--design {args.design!r}: not one of {', '.join(DESIGNS)}")
-    names = args.harness or (list(harnesses.HARNESSES) if args.smoke else list(DEFAULT_HARNESSES))
+    names = args.harness or (list(harnesses.HARNESSES) if args.smoke
+                           else list(harnesses.DEFAULT_CAMPAIGN))
     try:
         names = resolve(names, args.design)
     except ValueError as exc:

@@ -1,6 +1,9 @@
 """The fuzz harness registry (TigerBeetle's fuzzer registry): every harness's target,
-decoder and seeds, shared by the atheris scripts in fuzz/, ``rig fuzz``, ``rig replay``
-and the tests.
+decoder and seeds, declared once in ``HARNESSES`` and shared by the atheris target
+(rig.drive.target, which the generated fuzz/<name>.py scripts call), ``rig fuzz``,
+``rig replay``, ``rig list`` and the tests.  Adding a harness is one entry here (plus
+its class, if no existing one fits) and ``python ci/make_fuzz_seeds.py --write-targets
+fuzz/``.
 
 A harness turns bytes into a run and raises ``Finding`` when the run breaks an invariant
 (atheris reports any uncaught exception as a crash).  World harnesses decode bytes with
@@ -12,17 +15,16 @@ unless something is wrong.
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass, replace
 
-# Everything a harness runs is imported here, at module level: the fuzz scripts import
+# Everything a harness runs is imported here, at module level: rig.drive.target imports
 # this module under atheris.instrument_imports(), and a module first imported later (a
 # lazy import inside one_input) would run uninstrumented, giving libFuzzer no feedback.
 import rig.check.differential  # noqa: F401
-import rig.check.session  # noqa: F401
 import rig.check.model  # noqa: F401
 import rig.check.oracle  # noqa: F401
+from rig.check.session import run
 from rig.trace.decode import FAULT_COUNT_MAX, DecodeOptions, Reader, decode
 from rig.world.faults import longest_failing_run
 from rig.world.ops import Op
@@ -44,15 +46,9 @@ class WorldHarness(Harness):
                                             f"{self.name}"])
 
     def one_input(self, data: bytes) -> None:
-        from rig.check.session import Session
-
         trace = self.to_trace(data)
-        session = Session(trace.config)
-        for o in trace.ops:
-            session.step(o)
-            if session.stopped:
-                break
-        report_violation(self.name, session.outcome, trace, session.steps)
+        result = run(trace.config, trace.ops)
+        report_violation(self.name, result.outcome, trace, result.steps)
 
     def for_design(self, design: str | None) -> "WorldHarness":
         design = design or self.options.design or DEFAULT_DESIGN
@@ -90,11 +86,23 @@ class CoreHarness(Harness):
         from rig.check.differential import run
 
         cfg, ops = self.decode_ops(data)
-        run(ops, cfg, _core_impls())  # raises DifferentialMismatch (an AssertionError)
+        # Raises DifferentialMismatch (an AssertionError) on the first disagreement; its
+        # message shows the op as a core trace writes it, its signature the kind of
+        # disagreement and the op kind.
+        run(ops, cfg, _core_impls())
+
+    def to_core_trace(self, data: bytes):
+        """The input as a core trace (rig.trace.core), for rig replay and rig minimize."""
+        from rig.trace.core import CoreTrace
+
+        cfg, ops = self.decode_ops(data)
+        return CoreTrace(cfg, ops, comments=[f"decoded from {len(data)} raw bytes by harness "
+                                             f"{self.name}"])
 
     def explain(self, data: bytes) -> list[str]:
-        cfg, ops = self.decode_ops(data)
-        return [f"# core config: {cfg}"] + [repr(o) for o in ops]
+        from rig.trace.core import serialize as serialize_core
+
+        return serialize_core(self.to_core_trace(data)).splitlines()
 
 
 def _core_impls() -> tuple:
@@ -130,8 +138,6 @@ class TextHarness(Harness):
         return self.parse(data)
 
     def one_input(self, data: bytes) -> None:
-        from rig.check.session import run
-
         trace = self.parse(data)
         if trace is None or not trace.ops:
             return
@@ -143,15 +149,9 @@ class TextHarness(Harness):
         return replace(self, name=f"{self.name.split(':')[0]}:{design}", design=design)
 
     def seeds(self) -> list[bytes]:
-        root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                            "corpora", "regressions")
-        out = []
-        if os.path.isdir(root):
-            for name in sorted(os.listdir(root)):
-                if name.endswith(".trace"):
-                    with open(os.path.join(root, name), "rb") as f:
-                        out.append(f.read())
-        return out or super().seeds()
+        from rig.trace.corpus import regressions
+
+        return [path.read_bytes() for path in regressions()] or super().seeds()
 
     def mutate(self, data: bytes, max_size: int, seed: int) -> bytes:
         """Op-level mutation: insert, delete, swap or duplicate ops, change a size or an
@@ -205,15 +205,24 @@ class NativeCanaryHarness(Harness):
 
 
 def _planted():
+    """The planted module of the core backend in use (rig.core.BACKEND)."""
     import importlib
-    import os as _os
 
-    name = "pure" if _os.environ.get("RIG_PUREPYTHON", "") not in ("", "0") else "cy"
-    return importlib.import_module(f"rig.core.{name}.planted")
+    import rig.core
+
+    return importlib.import_module(f"rig.core.{rig.core.BACKEND}.planted")
 
 
 class _Registry(dict):
-    """``HARNESSES["convert:qemu-10.1"]`` works for every design."""
+    """name -> Harness, in the order campaigns run them.  ``HARNESSES["convert:qemu-10.1"]``
+    is a world harness with a fixed design, for every design."""
+
+    def __init__(self, harnesses):
+        super().__init__()
+        for h in harnesses:
+            if dict.__contains__(self, h.name) or ":" in h.name:
+                raise ValueError(f"harness name {h.name!r}: taken, or carries a design")
+            dict.__setitem__(self, h.name, h)
 
     def __contains__(self, name) -> bool:
         base, _, design = str(name).partition(":")
@@ -222,8 +231,7 @@ class _Registry(dict):
         if design:
             from rig.world.designs import DESIGNS
 
-            return design in DESIGNS and hasattr(dict.__getitem__(self, base), "for_design") \
-                and not isinstance(dict.__getitem__(self, base), (CoreHarness, CanaryHarness))
+            return design in DESIGNS and dict.__getitem__(self, base).kind == "world"
         return True
 
     def __getitem__(self, name):
@@ -234,44 +242,168 @@ class _Registry(dict):
         return harness.for_design(design) if design else harness
 
 
-HARNESSES = _Registry((h.name, h) for h in (
-    CoreHarness("core_differential", "random op streams on RamBlockAttributes, listeners, "
-                "the VFIO listener and both IOMMU backends: Cython vs twin vs model",
-                "core_differential"),
-    CoreHarness("iommu", "type1 and iommufd map/unmap/translate streams under small "
-                "dma_entry_limit and memlock limits, vs the model", "iommu",
-                kinds=IOMMU_KINDS),
-    WorldHarness("convert", "a whole World with seeded faults from the input bytes; the "
-                 "oracle after every op", "convert",
-                 options=DecodeOptions(design=DEFAULT_DESIGN, faults="seeded")),
-    WorldHarness("convert_explicit", "a whole World with explicit per-op fault properties "
-                 "decoded from the input", "convert_explicit",
-                 options=DecodeOptions(design=DEFAULT_DESIGN, faults="explicit")),
-    TextHarness("trace_text", "trace text mutated at the op level, seeded from "
-                "corpora/regressions/, run against the target design", "trace_text"),
-    StateMachineHarness("statemachine", "the hypothesis state machine over the World "
-            "(rig.drive.stateful) through fuzz_one_input", "statemachine"),
-    CanaryHarness("canary", "fails on purpose: proves failures are reported", "canary",
-                  expect_crash=True),
-    NativeCanaryHarness("native_canary", "a planted deep branch in the Cython core: found "
-                        "with the instrumented build, not with the plain one",
-                        "native_canary", expect_crash=True),
+#: Every fuzz harness, declared once.  fuzz/<name>.py is generated from its entry
+#: (``python ci/make_fuzz_seeds.py --write-targets fuzz/``); the campaign's lists, the
+#: shipped fuzzers and ``rig list`` read it.
+HARNESSES = _Registry((
+    CoreHarness(
+        "core_differential", kind="core", in_default=True, doc="""
+        random op streams on RamBlockAttributes, listeners, the VFIO listener and both
+        IOMMU backends: Cython vs twin vs model, in lockstep.
+
+        Covers: RamBlockAttributes (state_change with all four rollback policies,
+        mixtures, register/unregister with replay, replay_populated/_discarded,
+        is_populated), recording listeners that fail on demand, the VFIO listener on a
+        type1 container or an iommufd IOAS, standalone containers (type1 with a memlock
+        limit and an IOVA hole, iommufd), and the word bitmap.  The Cython core, its
+        pure-Python twin and the reference model must agree on return codes, bitmaps,
+        listener call logs, listener order and mappings after every op.
+
+        Does not cover: the World (host memory, KVM, designs): see convert.  Sizes stay
+        small (at most 130 blocks), so scale bugs (>2^32 bits) are left to the unit tests.
+
+        Masks: nothing known.  With the native build (RIG_SANITIZE=fuzzer) libFuzzer sees
+        the Cython core's C edges; without it the core is fuzzed blind (only Python is
+        traced).
+        """),
+    CoreHarness(
+        "iommu", kind="core", in_default=True, kinds=IOMMU_KINDS, doc="""
+        type1 and iommufd map/unmap/translate streams under small dma_entry_limit and
+        memlock limits, vs the model.
+
+        Covers: vfio_dma_do_map / vfio_dma_do_unmap check order (EINVAL, EEXIST, ENOSPC,
+        IOVA ranges, RLIMIT_MEMLOCK), v2 no-bisect unmap, empty unmaps, iommufd's
+        partial unmap (-ENOENT after earlier areas were removed), identity pinning,
+        dma_avail and locked_vm accounting, under small dma_entry_limit (2..64) and
+        memlock limits.
+
+        Does not cover: pinning through host memory, listeners, faults (see convert).
+
+        Masks: nothing known.
+        """),
+    WorldHarness(
+        "convert", kind="world", in_default=True,
+        options=DecodeOptions(design=DEFAULT_DESIGN, faults="seeded"), doc="""
+        a whole World with seeded faults from the input bytes; the oracle after every op.
+
+        Covers: every op of the vocabulary (hot-plug, conversions that may span two RAM
+        blocks or touch a gap, guest touches, device DMA, replays, generic listeners,
+        interleavings; a swarm bit of the input turns junk conversion ranges off, so
+        QEMU's designs, which stop the VM on the first one, still get deep runs), every
+        fault site in seeded (BUGGIFY) mode from the input bytes, every invariant after
+        each op, and the reference-model shadow world (the differential invariant).
+
+        The design is RIG_FUZZ_DESIGN, else hardened (the rig's own target: a crash is a
+        bug in hardened or in the rig).  With a known-bad design (uncoordinated,
+        keep-shared, qemu-10.1, rdm-rollback) it finds that design's defining bugs within
+        seconds.
+
+        Does not cover: RAM blocks above 256 KiB, more than three devices, or more than
+        40 ops per input (the decoder's bounds).
+
+        Masks: a design's first violation ends the run, so a second bug behind it in the
+        same input is not seen until the first is fixed.
+        """),
+    WorldHarness(
+        "convert_explicit", kind="world", in_default=True,
+        options=DecodeOptions(design=DEFAULT_DESIGN, faults="explicit"), doc="""
+        a whole World with explicit per-op fault properties decoded from the input.
+
+        Covers: as convert, but faults are decoded into per-op properties
+        (site=ERRNO@nth/partial) so the fuzzer controls exactly which hit of which site
+        fails inside which op: the rollback paths of every design, one fault at a time or
+        several in one op.
+
+        Does not cover: seeded (run-wide) fault plans: see convert.
+
+        Masks: as convert.
+        """),
+    TextHarness(
+        "trace_text", kind="world", in_default=True, doc="""
+        trace text mutated at the op level, seeded from corpora/regressions/, run against
+        the target design.
+
+        Covers: the trace parser in lenient mode, and op sequences derived from the known
+        findings in corpora/regressions/ (insert, delete, swap, duplicate ops; change a
+        size or an offset; toggle a fault property or an interleaving), replayed against
+        the target design (RIG_FUZZ_DESIGN, else hardened) whatever the header says.
+
+        Does not cover: strict-mode parse errors (the parser's own tests do).
+
+        Masks: inputs that do not parse are dropped, so byte-level mutations mostly go to
+        waste; the custom mutator (``mutate``) keeps inputs parseable.
+        """),
+    StateMachineHarness(
+        "statemachine", kind="world", in_default=True, doc="""
+        the hypothesis state machine over the World (rig.drive.stateful) through
+        fuzz_one_input.
+
+        Covers: the World stepped op by op through rig.check.session.Session (the world
+        under test, its reference-model shadow and the oracle after every op) with the
+        machine's rules: conversions (block-aligned, rarely half a page off, sometimes
+        past the end of RAM), guest touches, device DMA, VFIO hot-plug and unplug,
+        generic listeners, replays; an explicit fault property (one or two faults, any
+        site, nth 1..2, partial progress 0..4) on conversions, registrations and unplugs,
+        and an interleaved conversion (after the 1st..3rd listener notification) on
+        conversions and registrations.  The input bytes are hypothesis' choice sequence
+        (fuzz_one_input), not a trace; a crash raises Finding with the run as a trace in
+        its message, and ``StateMachineHarness.to_trace`` turns an input into the trace
+        of the run it drives (``rig replay --harness statemachine`` replays it).
+
+        The design is RIG_FUZZ_DESIGN, else hardened (the rig's own target: a crash is a
+        bug in hardened or in the rig).  With qemu-10.1, rdm-rollback, uncoordinated or
+        keep-shared it crashes within a few thousand runs from an empty corpus (about
+        2,000 to 6,500 runs, 10-15 s, at -seed=1..6: libFuzzer's length limit starts at 4
+        bytes, and a step needs a few); hardened ran 80,000 runs clean.
+
+        Does not cover: any world but the default one (one 64 KiB RAM block at GPA 0,
+        type1, 4 KiB blocks, dma_entry_limit 65535, no memlock limit, no hugetlb), so the
+        iommufd fault sites are never reached and the x86 layout (a gap after a block),
+        two adjacent blocks, the dma_entry_limit / budget-check paths and RLIMIT_MEMLOCK
+        are left to the convert harnesses; device sections other than the whole RAM
+        block; seeded or fail_nth fault plans; more than two devices; more than 50 steps
+        per input.
+
+        Masks: a run ends at its first violation, so a second bug behind it in the same
+        input is not seen until the first is fixed; on designs that stop the VM
+        (qemu-10.1, rdm-rollback, uncoordinated, keep-shared) any failed conversion ends
+        the useful part of the run, so faults that stop the VM without breaking an
+        invariant hide whatever would have followed.  On qemu-10.1 nearly every early
+        crash is one op long: a conversion past the end of RAM (qemu-10.1 does not clip
+        the range: attr-agree, or shared-unmapped when it runs interleaved in a
+        hot-plug), which masks its populate-failure (no rollback) and replay-race bugs;
+        signatures are per invariant ("violation shared-unmapped"), so once a campaign
+        knows them (RIG_FUZZ_KNOWN) those bugs are not reported separately either.  An
+        interleaved conversion that fails does not stop the VM (the session only looks at
+        the top-level op's result), so runs go on where QEMU would have stopped.  With
+        hardened (the default) every known bug of the other designs is masked by design.
+        """),
+    CanaryHarness(
+        "canary", kind="canary", in_default=False, doc="""
+        fails on purpose: proves failures are reported.
+
+        A planted failure that a few mutations reach from any seed.  `rig fuzz --smoke`
+        and the test suite require it to crash: if it does not, the infrastructure is not
+        reporting failures, and nothing it says about the other harnesses can be trusted.
+        """),
+    NativeCanaryHarness(
+        "native_canary", kind="canary", in_default=False, doc="""
+        a planted deep branch in the Cython core (rig/core/cy/planted.pyx): found with
+        the instrumented build, not with the plain one.
+
+        Covers nothing real.  It proves the native build works: with RIG_SANITIZE=fuzzer
+        (`rig fuzz` does it) libFuzzer reaches the branch in a few hundred runs by tracing
+        the core's C comparisons; with the plain gcc build it has no feedback and does not
+        reach it within the same budget.  tests/fuzz/test_native.py asserts both.
+        """),
 ))
 
-#: The harnesses whose inputs decode to world traces (rig replay / rig minimize).
-WORLD_HARNESSES = ("convert", "convert_explicit", "trace_text")
+#: The harnesses whose inputs are world traces (rig replay / rig minimize decode them).
+WORLD_HARNESSES = tuple(name for name, h in HARNESSES.items() if h.kind == "world")
+#: The harnesses of the default `rig fuzz` campaign, in registry order.
+DEFAULT_CAMPAIGN = tuple(name for name, h in HARNESSES.items() if h.in_default)
+#: The harness `rig replay` decodes a raw file with when none is named.
 DEFAULT = "convert"
-
-
-def fuzz_argv(script: str) -> list:
-    """The argv a fuzz/ script hands atheris.Setup.  argv[0] must re-execute the script:
-    -merge, -fork and -minimize_crash rely on it.  A PyInstaller bundle (OSS-Fuzz's
-    compile_python_fuzzer) re-executes itself, so it keeps its own argv."""
-    import sys
-
-    if getattr(sys, "frozen", False):
-        return sys.argv
-    return [sys.executable + " " + os.path.abspath(script)] + sys.argv[1:]
 
 
 def harness_for(name: str, design: str | None = None) -> Harness:

@@ -1,8 +1,8 @@
 """The native-coverage build of the Cython core, and the environment to run it.
 
 libFuzzer only sees the Cython core's C edges when the extension modules are compiled by
-clang with -fsanitize=fuzzer-no-link (DESIGN.md 7); gcc's build is fuzzed blind.  The
-instrumented modules go to their own directory, ``build/native-<mode>/``, never over the
+clang with -fsanitize=fuzzer-no-link (docs/semantics.md 7); gcc's build is fuzzed blind.
+The instrumented modules go to their own directory, ``build/native-<mode>/``, never over the
 plain in-place build that pytest imports, and are found through RIG_NATIVE_DIR (read by
 rig/core/cy/__init__.py).  They need atheris' merged sanitizer+libFuzzer runtime preloaded;
 ``env_for`` sets that up, so users never type LD_PRELOAD or ASAN_OPTIONS.

@@ -1,4 +1,4 @@
-"""The hypothesis state machine over the World (DESIGN.md 4): rules are ops, the oracle
+"""The hypothesis state machine over the World: rules are ops, the oracle (rig.check.oracle)
 is the invariant.
 
 ``WorldMachine`` drives one ``rig.check.session.Session`` (the world under test plus its
@@ -6,7 +6,11 @@ reference-model shadow, the oracle after every op) on the default world: one 64 
 block, type1, 4 KiB blocks, explicit faults.  Each rule builds one op of the vocabulary
 (rig.world.ops), with small, mostly block-aligned values, sometimes an explicit ``fault``
 property or an ``interleave`` property, and steps the session with it; every op applied
-is kept in ``self.ops``.  When the oracle reports a violation the machine raises
+is kept in ``self.ops``.  The ops of the registry that have no rule of their own (named
+as the op) share one more, ``registered_op``, which draws an op of any of their kinds
+from its spec's arg kinds and hints; it exists only while there are such ops, so the
+rules, and what the harness' bytes mean to them, are the hand-written ones until then.
+When the oracle reports a violation the machine raises
 ``rig.drive.harnesses.Finding`` whose message carries the run as a trace (rig.trace.format), so a
 failure prints as something ``rig replay`` runs.  Once the VM has stopped, every rule
 but ``vm_stopped_idle`` is disabled and the run idles to its end.
@@ -33,7 +37,7 @@ import rig.check.model  # noqa: F401
 import rig.check.oracle  # noqa: F401
 from rig.world.faults import SITES, FaultSpec
 from rig.drive.base import DEFAULT_DESIGN, Finding, Harness
-from rig.world.ops import op
+from rig.world.ops import OPS, OpSpec, nested_op, op
 from rig.trace.format import MAGIC, Expect, Trace, serialize
 from rig.world.config import WorldConfig
 
@@ -103,6 +107,50 @@ def _build_world_machine() -> type:
 
     running = precondition(lambda self: not self.session.stopped)
 
+    handwritten: set[str] = set()
+
+    def op_rule(fn):
+        """Marks a hand-written rule: the one of the op it is named after."""
+        if fn.__name__ not in OPS:
+            raise ValueError(f"rule {fn.__name__}: no such op in the registry")
+        handwritten.add(fn.__name__)
+        return fn
+
+    def drawn_args(spec: OpSpec):
+        """The arguments of ``spec``, from its arg kinds, as the hand-written rules draw
+        them: a device number, a range of 1 to 4 blocks (for a ``whole_blocks`` op,
+        shrinking to the whole RAM block, as QEMU's sections are), an address at a block
+        (rarely half a page off), a size of 1 to 4 blocks, an enumeration."""
+        parts = []
+        for group in spec.groups:
+            kind = spec.args[group[0]].kind
+            if len(group) == 2:
+                part = st.builds(lambda b, n, k: (b * BS + k, n * BS), blocks, lengths, skew)
+                if spec.whole_blocks:
+                    part = st.one_of(st.just((0x0, RAM_SIZE)), part)
+            elif kind == "dev":
+                part = st.tuples(devices)
+            elif kind == "addr":
+                part = st.builds(lambda b, k: (b * BS + k,), blocks, skew)
+            elif kind == "size":
+                part = st.builds(lambda n: (n * BS,), lengths)
+            else:
+                part = st.tuples(st.booleans())
+            parts.append(part)
+        return st.tuples(*parts).map(lambda values: sum(values, ()))
+
+    def drawn_op(spec: OpSpec):
+        """An op of kind ``spec``, with a ``fault`` property sometimes, and for an op
+        that may carry one, an ``interleave`` property sometimes (the nested op drawn
+        from its spec the same way)."""
+        props = {"fault": faults}
+        if spec.interleave:
+            nested = nested_op()
+            props["interleave"] = sometimes(st.tuples(
+                st.integers(1, 3), drawn_args(nested).map(lambda a: op(nested.name, *a))), 6)
+        return st.builds(lambda args, **p: op(spec.name, *args, **p), drawn_args(spec),
+                         **props)
+
     class WorldMachine(RuleBasedStateMachine):
         """One World (and its model shadow) under the oracle; see the module docstring."""
 
@@ -135,6 +183,7 @@ def _build_world_machine() -> type:
             return Trace(self.config, list(self.ops), expect, comments)
 
         # -- rules --------------------------------------------------------------------
+        @op_rule
         @running
         @rule(block=blocks, nblocks=lengths, private=st.booleans(), skew=skew,
               fault=faults, interleave=interleaves)
@@ -142,38 +191,45 @@ def _build_world_machine() -> type:
             self.apply(op("kvm_convert_memory", block * BS + skew, nblocks * BS, private,
                           fault=fault, interleave=interleave))
 
+        @op_rule
         @running
         @rule(page=blocks)
         def guest_touch(self, page):
             self.apply(op("guest_touch", page * BS))
 
+        @op_rule
         @running
         @rule(dev=devices, page=blocks, npages=lengths, write=st.booleans())
         def device_dma(self, dev, page, npages, write):
             self.apply(op("device_dma", dev, page * BS, npages * BS, write))
 
+        @op_rule
         @running
         @rule(dev=devices, fault=faults, interleave=interleaves)
         def vfio_register(self, dev, fault, interleave):
             self.apply(op("vfio_register", dev, 0x0, RAM_SIZE, fault=fault,
                           interleave=interleave))
 
+        @op_rule
         @running
         @rule(dev=devices, fault=faults)
         def vfio_unregister(self, dev, fault):
             self.apply(op("vfio_unregister", dev, fault=fault))
 
+        @op_rule
         @running
         @rule(dev=devices, fault=faults, interleave=interleaves)
         def listener_register(self, dev, fault, interleave):
             self.apply(op("listener_register", dev, 0x0, RAM_SIZE, fault=fault,
                           interleave=interleave))
 
+        @op_rule
         @running
         @rule(dev=devices)
         def listener_unregister(self, dev):
             self.apply(op("listener_unregister", dev))
 
+        @op_rule
         @running
         @rule(block=blocks, nblocks=lengths, populated=st.booleans())
         def replay(self, block, nblocks, populated):
@@ -202,6 +258,18 @@ def _build_world_machine() -> type:
             # file (rig.trace.format.parse reads it from the first line "# gmem-rig trace v1").
             finding.args = (f"{finding.args[0]}\n{serialize(trace)}",)
             raise finding
+
+    # One rule for the ops without a rule of their own (the module docstring).
+    generic = tuple(name for name in OPS if name not in handwritten)
+    if generic:
+        @running
+        @rule(o=st.sampled_from(generic).flatmap(lambda name: drawn_op(OPS[name])))
+        def registered_op(self, o):
+            """An op of a registered kind that has no rule of its own, drawn from its
+            spec (rig.world.ops.OpSpec)."""
+            self.apply(o)
+
+        WorldMachine.registered_op = registered_op
 
     WorldMachine.__qualname__ = "WorldMachine"
     return WorldMachine

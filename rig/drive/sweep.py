@@ -79,7 +79,9 @@ def coverage_table(coverage: dict[str, tuple[int, int]]) -> str:
 
 def matrix(designs, iommus, scenarios, backend: str = "cy", differential: bool = True):
     """Every (design, iommu, scenario) cell's sweep, in a fixed order."""
-    from rig.trace.scenarios import SCENARIOS
+    from rig.trace.corpus import scenarios as corpus_scenarios
+
+    SCENARIOS = corpus_scenarios()
 
     for design in designs:
         for iommu in iommus:

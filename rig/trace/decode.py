@@ -4,12 +4,36 @@ Total by construction: every byte string decodes (running out of bytes reads zer
 any libFuzzer input or crash file prints as a text trace.  Small byte changes make small
 trace changes: the header takes a fixed number of bytes, then each op consumes its own.
 
-Swarm testing (STYLE.md): the header picks which op kinds this input may use and how
-they are weighted, so different inputs explore different mixes.  It also picks whether
+Swarm testing (Groce et al., 2012): the header picks which op kinds this input may use
+and how they are weighted, so different inputs explore different mixes.  It also picks whether
 conversions and sections may take junk ranges (unaligned, in a gap, crossing a block's
 end).  QEMU's designs stop the VM on the first such conversion, so with junk always on
 half of the qemu-10.1 runs ended there, at 7.5 ops per run against 15.6 on hardened
 (measured over 2,000 random inputs); the inputs that turn junk off reach deeper states.
+
+The op kinds are the registry's (rig.world.ops.OPS), in id order; nothing here names
+one.  After the header, the swarm:
+
+- the mask, ``max_id // 8 + 1`` bytes, little-endian: bit ``id`` enables the op with that
+  id (ids are explicit and append-only).  Up to 8 kinds that is the one byte it has
+  always been, so saved inputs keep their meaning; a ninth kind makes it two bytes.  Op
+  0 (kvm_convert_memory) is always on, so bit 0 says instead whether ranges may be junk.
+  A bit with no op (a retired id) enables nothing;
+- one byte per enabled kind, in id order: its weight, 1 to 4.
+
+Then each op: a byte picking its kind from the weighted table; a device byte (read for
+every op, whether or not it takes a device); its arguments group by group
+(``OpSpec.groups``: a range, an address, a size, an enumeration, as ``_group`` draws
+them); with explicit faults, a byte (1 in 4: a fault property follows, ``_faults``); and
+for an op that may carry an interleaving, a byte (1 in 8: a point and the nested op
+follow, ``_nested``).  ``DecodeOptions.op_kinds`` decodes as if only the ops with ids
+below it existed: the meaning bytes had before later ops were added.
+
+A design (when the harness does not fix one) and a fault site are picked from one byte
+by their registry id, never their position (``pick_id``), so appending a design or a
+site keeps the meaning of every byte that names one.  The fuzz dictionaries are built by
+this decoder's inverse (rig.trace.dictionaries): after changing a read here, regenerate
+them with ``python -m rig.trace.dictionaries fuzz``.
 """
 
 from __future__ import annotations
@@ -17,15 +41,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rig.world.faults import SITES, FaultSpec
-from rig.world.ops import POINT_ATTR, Op, before_point, op
-from rig.world.config import RamSpec, WorldConfig
+from rig.world.ops import OPS, POINT_ATTR, Op, OpSpec, before_point, nested_op, op
+from rig.world.config import X86_LAYOUT, RamSpec, WorldConfig
 from rig.world.designs import DESIGNS
 
 OPS_MAX = 40
 
 LAYOUTS = (
     (RamSpec(0x0, 0x10000),),
-    (RamSpec(0x0, 0x8000), RamSpec(0x100000000, 0x8000)),   # x86: below and above 4 GiB
+    X86_LAYOUT,                                            # below and above 4 GiB
     (RamSpec(0x0, 0x8000), RamSpec(0x8000, 0x8000)),        # two adjacent blocks
     (RamSpec(0x0, 0x40000),),
 )
@@ -33,9 +57,39 @@ LAYOUTS = (
 HUGETLB_LAYOUT = (RamSpec(0x0, 0x400000),)
 LIMITS = (65535, 4, 8, 16)
 BLOCK_SIZES = (0x1000, 0x1000, 0x1000, 0x2000)
-KINDS = ("kvm_convert_memory", "guest_touch", "device_dma", "vfio_register",
-         "vfio_unregister", "listener_register", "listener_unregister", "replay")
-SITE_NAMES = tuple(SITES)
+#: Device numbers drawn: 0 to DEVICES - 1.
+DEVICES = 3
+
+#: Fault sites and designs are picked by their registry id, never by a position: byte
+#: ``v`` picks the entry with id ``v % ID_SPACE`` when there is one, and otherwise the
+#: ``v % len(ids)``-th id in id order (``pick_id``).  Ids are append-only and below
+#: ID_SPACE, so a byte that is an id (every byte below ``len(ids)`` while the ids have no
+#: holes, every dictionary token's byte) names that entry for good; adding an entry
+#: reassigns only the fallback bytes, which name no id.  32 leaves room for three times
+#: today's sites; an id past it is refused at import (the pick would need a second byte).
+ID_SPACE = 32
+
+
+def pick_id(v: int, ids: tuple[int, ...]) -> int:
+    """The id byte ``v`` picks among ``ids`` (sorted): the id ``v % ID_SPACE`` if it is
+    one of them, else ``ids[v % len(ids)]``."""
+    if v % ID_SPACE in ids:
+        return v % ID_SPACE
+    return ids[v % len(ids)]
+
+
+def _id_table(what: str, entries: dict[int, object]) -> tuple[dict, tuple[int, ...]]:
+    ids = tuple(sorted(entries))
+    too_big = [i for i in ids if i >= ID_SPACE]
+    if too_big:
+        raise ValueError(f"{what} id {too_big[0]} is not below ID_SPACE ({ID_SPACE}): the "
+                         "decoder picks it from one byte (rig.trace.decode.pick_id)")
+    return entries, ids
+
+
+#: id -> site and id -> design name, and the ids in order, as the decoder picks them.
+SITE_BY_ID, SITE_IDS = _id_table("fault site", {s.id: s for s in SITES.values()})
+DESIGN_BY_ID, DESIGN_IDS = _id_table("design", {c.id: n for n, c in DESIGNS.items()})
 
 
 class Reader:
@@ -77,12 +131,14 @@ class DecodeOptions:
     design: str | None = None
     faults: str = "seeded"       # seeded (seed from the bytes) | explicit (per-op props)
     ops_max: int = OPS_MAX
+    #: Decode as if only the ops with an id below this were registered (None: every op);
+    #: see the module docstring.
+    op_kinds: int | None = None
 
 
 def decode(data: bytes, options: DecodeOptions = DecodeOptions()) -> tuple[WorldConfig, list[Op]]:
     r = Reader(data)
-    designs = tuple(DESIGNS)
-    design = options.design or designs[r.below(len(designs))]
+    design = options.design or DESIGN_BY_ID[pick_id(r.byte(), DESIGN_IDS)]
     layout = LAYOUTS[r.below(len(LAYOUTS))]
     hugetlb = r.chance(1, 16)
     if hugetlb:
@@ -103,17 +159,33 @@ def decode(data: bytes, options: DecodeOptions = DecodeOptions()) -> tuple[World
     else:
         for _ in range(3):
             r.byte()
-    # Swarm: a mask of enabled kinds and a weight per kind.  Conversions are always on,
-    # so bit 0 of the mask byte says instead whether ranges may be junk.
-    mask_byte = r.byte()
-    junk = bool(mask_byte & 0x01)
-    mask = mask_byte | 0x01
-    weights = [(1 + r.below(4)) if mask >> i & 1 else 0 for i in range(len(KINDS))]
-    table = [kind for kind, w in zip(KINDS, weights) for _ in range(w)]
+    # Swarm: a mask of enabled kinds and a weight per kind (the module docstring).
+    # Conversions are always on, so bit 0 of the mask says instead whether ranges may be
+    # junk.
+    specs = swarm_ops(options)
+    mask = 0
+    for i in range(specs[-1].id // 8 + 1):
+        mask |= r.byte() << 8 * i
+    junk = bool(mask & 0x01)
+    mask |= 0x01
+    table: list[OpSpec] = []
+    for spec in specs:
+        if mask >> spec.id & 1:
+            table += [spec] * (1 + r.below(4))
     ops: list[Op] = []
     while not r.exhausted and len(ops) < options.ops_max:
-        ops.append(decode_op(r, cfg, table, options, nested=False, junk=junk))
+        ops.append(decode_op(r, cfg, table, options, junk=junk))
     return cfg, ops
+
+
+def swarm_ops(options: DecodeOptions = DecodeOptions()) -> tuple[OpSpec, ...]:
+    """The op kinds the swarm draws from, in id order: every registered op, or those
+    with an id below ``options.op_kinds``.  Op 0 is always among them (always on)."""
+    specs = tuple(s for s in OPS.values()
+                  if options.op_kinds is None or s.id < options.op_kinds)
+    if not specs or specs[0].id != 0:
+        raise ValueError("the swarm needs op 0 (always on) among its kinds")
+    return specs
 
 
 def _address(r: Reader, cfg: WorldConfig, junk: bool = True) -> int:
@@ -160,9 +232,12 @@ FAULT_COUNTS = (1, 1, 1, 1, 1, 2, 3, FAULT_COUNT_MAX)
 
 
 def _faults(r: Reader) -> tuple:
+    """A fault property: a byte for one or two specs, then per spec a site byte (by id,
+    ``pick_id``), an errno, the nth hit, the partial progress (partial sites only) and
+    the count (rig.trace.dictionaries.encode_faults is the inverse)."""
     specs = []
     for _ in range(1 + r.below(2)):
-        site = SITES[SITE_NAMES[r.below(len(SITE_NAMES))]]
+        site = SITE_BY_ID[pick_id(r.byte(), SITE_IDS)]
         errno = -site.errnos[r.below(len(site.errnos))]
         nth = 1 + r.below(3)
         partial = r.below(4) if site.partial else None
@@ -171,37 +246,52 @@ def _faults(r: Reader) -> tuple:
     return tuple(specs)
 
 
-def decode_op(r: Reader, cfg: WorldConfig, table, options: DecodeOptions, nested: bool,
+def decode_op(r: Reader, cfg: WorldConfig, table, options: DecodeOptions,
               junk: bool = True) -> Op:
-    kind = table[r.below(len(table))] if not nested else "kvm_convert_memory"
-    dev = r.below(3)
-    if kind in ("kvm_convert_memory", "replay"):
-        args = (*_range(r, cfg, junk), bool(r.below(2)))
-    elif kind == "guest_touch":
-        args = (_address(r, cfg),)
-    elif kind == "device_dma":
-        # Junk stays on for the device: a DMA outside the mappings is an IOMMU fault, not
-        # a VM stop, and the oracle judges it.
-        args = (dev, _address(r, cfg), _size(r, cfg), bool(r.below(2)))
-    elif kind in ("vfio_register", "listener_register"):
-        block = cfg.ram[r.below(len(cfg.ram))]
-        if r.chance(3, 4):
-            gpa, size = block.gpa, block.size  # a whole block, as QEMU's sections are
-        else:
-            gpa, size = _range(r, cfg, junk)
-        args = (dev, gpa, size)
-    elif kind in ("vfio_unregister", "listener_unregister"):
-        args = (dev,)
-    else:
-        raise AssertionError(f"decode_op: no decoding for op kind {kind!r}")
+    """One op: its kind from the swarm's weighted ``table`` of specs, a device byte, its
+    arguments, then its properties (the module docstring)."""
+    spec = table[r.below(len(table))]
+    dev = r.below(DEVICES)
+    args = _args(r, cfg, spec, dev, junk)
     props = {}
-    if not nested:
-        if options.faults == "explicit" and r.chance(1, 4):
-            props["fault"] = _faults(r)
-        if kind in ("vfio_register", "vfio_unregister", "listener_register",
-                    "kvm_convert_memory") and r.chance(1, 8):
-            props["interleave"] = (_point(r), _nested(r, cfg, junk, kind, args))
-    return op(kind, *args, **props)
+    if options.faults == "explicit" and r.chance(1, 4):
+        props["fault"] = _faults(r)
+    if spec.interleave and r.chance(1, 8):
+        props["interleave"] = (_point(r), _nested(r, cfg, junk, spec, args))
+    return op(spec.name, *args, **props)
+
+
+def _args(r: Reader, cfg: WorldConfig, spec: OpSpec, dev: int, junk: bool) -> tuple:
+    """Every argument of ``spec``, group by group (``OpSpec.groups``)."""
+    values: tuple = ()
+    for group in spec.groups:
+        values += _group(r, cfg, spec, group, dev, junk)
+    return values
+
+
+def _group(r: Reader, cfg: WorldConfig, spec: OpSpec, group: tuple, dev: int,
+           junk: bool) -> tuple:
+    """The values of one group of ``spec``'s arguments: a device is ``dev`` (the op's
+    device byte); a range is ``_range``, except that for a ``whole_blocks`` op it is,
+    three times in four, a whole RAM block, as QEMU's sections are; an address is
+    ``_address``, a size ``_size``; an enumeration is one byte.  A ``junk`` op keeps junk
+    on whatever the swarm says: a device DMA or a touch outside RAM is an error the
+    oracle judges, not a VM stop."""
+    junk = junk or spec.junk
+    kind = spec.args[group[0]].kind
+    if len(group) == 2:
+        if spec.whole_blocks:
+            block = cfg.ram[r.below(len(cfg.ram))]
+            if r.chance(3, 4):
+                return block.gpa, block.size
+        return _range(r, cfg, junk)
+    if kind == "dev":
+        return (dev,)
+    if kind == "addr":
+        return (_address(r, cfg, junk),)
+    if kind == "size":
+        return (_size(r, cfg, junk),)
+    return (bool(r.below(2)),)
 
 
 #: Interleaving points, one byte: after the 1st..4th notification (trace v1), before the
@@ -214,35 +304,47 @@ def _point(r: Reader):
     return POINTS[r.below(len(POINTS))]
 
 
-def _nested(r: Reader, cfg: WorldConfig, junk: bool, kind: str, args: tuple) -> Op:
-    """The op interleaved into another: a conversion.  Half the time its range is drawn
-    from the outer op's own range (the same range, or one starting inside it), and then
-    mostly in the other direction: a conversion racing back over the pages the outer
-    conversion is converting, or into the section a hot-plug is replaying.  Drawn
-    independently, the two ranges rarely meet on the larger layouts, and a conversion
-    raced back over its own pages needs both the overlap and the opposite direction."""
-    base = None
-    if kind == "kvm_convert_memory":
-        base = args[0], args[1]
-    elif kind in ("vfio_register", "listener_register"):
-        base = args[1], args[2]
+def _nested(r: Reader, cfg: WorldConfig, junk: bool, outer: OpSpec, args: tuple) -> Op:
+    """The op interleaved into an ``outer`` op with ``args``: the registry's nested op, a
+    conversion.  Half the time its range is drawn from the outer op's own (first) range
+    (the same range, or one starting inside it), and then, when the outer op is a
+    conversion too, mostly in the other direction: a conversion racing back over the
+    pages the outer conversion is converting, or into the section a hot-plug is
+    replaying.  Drawn independently, the two ranges rarely meet on the larger layouts,
+    and a conversion raced back over its own pages needs both the overlap and the
+    opposite direction.  A device byte comes first if the nested op takes a device."""
+    spec = nested_op()
+    base = outer.first_range(args)
+    own = next((g for g in spec.groups if len(g) == 2), None)
     mode = r.below(4)  # 0: the same range, 1: a range starting inside it, 2-3: any
-    if base is None or mode >= 2 or base[1] < cfg.block_size:
-        return op("kvm_convert_memory", *_range(r, cfg, junk), bool(r.below(2)))
-    bs = cfg.block_size
+    dev = r.below(DEVICES) if any(a.kind == "dev" for a in spec.args) else 0
+    if base is None or own is None or mode >= 2 or base[1] < cfg.block_size:
+        return op(spec.name, *_args(r, cfg, spec, dev, junk))
+    values: tuple = ()
+    for group in spec.groups:
+        if group is own:
+            values += _drawn_from(r, cfg, junk or spec.junk, base, mode)
+        elif spec.args[group[0]].words is not None and outer.name == spec.name:
+            theirs = args[group[0]]
+            values += (theirs if r.below(4) == 3 else not theirs,)  # zeros: the other way
+        else:
+            values += _group(r, cfg, spec, group, dev, junk)
+    return op(spec.name, *values)
+
+
+def _drawn_from(r: Reader, cfg: WorldConfig, junk: bool, base: tuple[int, int],
+                mode: int) -> tuple[int, int]:
+    """A range drawn from ``base``: itself (mode 0), or one starting at a block inside
+    it (mode 1), clipped to its RAM block when junk is off."""
     if mode == 0:
-        addr, size = base
-    else:
-        addr = base[0] + r.below(base[1] // bs) * bs
-        size = _size(r, cfg, junk)
-        block = next((b for b in cfg.ram if b.gpa <= addr < b.gpa + b.size), None)
-        if not junk and block is not None:
-            size = min(size, block.gpa + block.size - addr)
-    if kind == "kvm_convert_memory":
-        to_private = args[2] if r.below(4) == 3 else not args[2]  # zeros: the other way
-    else:
-        to_private = bool(r.below(2))
-    return op("kvm_convert_memory", addr, size, to_private)
+        return base
+    bs = cfg.block_size
+    addr = base[0] + r.below(base[1] // bs) * bs
+    size = _size(r, cfg, junk)
+    block = next((b for b in cfg.ram if b.gpa <= addr < b.gpa + b.size), None)
+    if not junk and block is not None:
+        size = min(size, block.gpa + block.size - addr)
+    return addr, size
 
 
 __all__ = ["decode", "DecodeOptions", "Reader"]

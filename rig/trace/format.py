@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from rig.errors import ERRNO_BY_NAME, errno_name
+from rig.check.session import Expect
 from rig.world.faults import FaultSpec
 from rig.world.ops import (OPS, POINT_ATTR, Op, before_point, format_arg, format_op,  # noqa: F401
                            format_props)
@@ -38,29 +39,6 @@ class TraceError(ValueError):
         self.path = path
         self.line = line
         self.message = message
-
-
-@dataclass(frozen=True)
-class Expect:
-    kind: str                   # ok | vm_stopped | violation
-    errno: int | None = None    # vm_stopped: negative errno (None: any)
-    invariant: str | None = None
-
-    def __str__(self) -> str:
-        if self.kind == "vm_stopped":
-            return "vm_stopped" + (f" {errno_name(self.errno)}" if self.errno else "")
-        if self.kind == "violation":
-            return "violation" + (f" {self.invariant}" if self.invariant else "")
-        return "ok"
-
-    def matches(self, outcome) -> bool:
-        if outcome.kind != self.kind:
-            return False
-        if self.kind == "vm_stopped":
-            return self.errno is None or outcome.errno == self.errno
-        if self.kind == "violation":
-            return self.invariant is None or outcome.invariant == self.invariant
-        return True
 
 
 @dataclass
@@ -195,7 +173,7 @@ def _parse_arg(spec_arg, text: str, op_name: str):
     where = f"{op_name}: argument {spec_arg.name}"
     if not text:
         raise ValueError(f"{where} is missing")
-    if spec_arg.kind == "int":
+    if spec_arg.hex:
         if not text.lower().startswith("0x"):
             raise ValueError(f"{where} {text!r}: addresses and sizes are hex (0x...)")
         try:
@@ -405,7 +383,7 @@ def mutate_trace(trace: Trace, rng) -> Trace:
         i = rng.randrange(len(ops))
         o = ops[i]
         spec = OPS[o.name]
-        ints = [k for k, a in enumerate(spec.args) if a.kind == "int"]
+        ints = [k for k, a in enumerate(spec.args) if a.hex]
         if ints:
             k = ints[rng.randrange(len(ints))]
             delta = bs * rng.choice((-2, -1, 1, 2))

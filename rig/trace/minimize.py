@@ -1,5 +1,5 @@
 """``rig minimize``: shrink a failing trace to the smallest one that still fails the same
-way, with deterministic passes run to a fixed point (STYLE.md, "Reproduction"):
+way, with deterministic passes run to a fixed point:
 
 1. pin faults: faults a seeded or fail_nth plan fired become explicit per-op properties,
    so later passes can drop ops without reshuffling them;
@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from rig.check.session import run
 from rig.world.faults import FaultSpec
@@ -33,24 +33,6 @@ from rig.world.config import RamSpec, WorldConfig
 RUNS_MAX = 20000
 
 
-@dataclass(frozen=True)
-class Target:
-    kind: str
-    invariant: str | None = None
-    errno: int | None = None
-
-    @classmethod
-    def of(cls, outcome) -> "Target":
-        return cls(outcome.kind, outcome.invariant, outcome.errno)
-
-    def matches(self, outcome) -> bool:
-        return (outcome.kind == self.kind and outcome.invariant == self.invariant
-                and (self.kind != "vm_stopped" or outcome.errno == self.errno))
-
-    def expect(self) -> Expect:
-        return Expect(self.kind, self.errno, self.invariant)
-
-
 class Minimizer:
     def __init__(self, trace: Trace, backend: str = "cy", log=None):
         self.backend = backend
@@ -59,8 +41,8 @@ class Minimizer:
         first = self.run(trace.config, trace.ops)
         if first is None or first.outcome.kind == "ok":
             raise ValueError("the trace does not fail: nothing to minimize")
-        self.target = Target.of(first.outcome)
-        self.trace = Trace(trace.config, list(trace.ops), self.target.expect(), [])
+        self.target = Expect.of(first.outcome)
+        self.trace = Trace(trace.config, list(trace.ops), self.target, [])
         self.result = first
 
     def run(self, config: WorldConfig, ops):
@@ -158,9 +140,9 @@ class Minimizer:
                 value = self.trace.ops[i].args[a]
                 if arg.kind == "dev":
                     tries = [0] if value else []
-                elif arg.kind == "int" and arg.name == "size":
+                elif arg.kind == "size":
                     tries = [v for v in (bs, value // 2 // bs * bs) if 0 < v < value]
-                elif arg.kind == "int":
+                elif arg.kind == "addr":
                     tries = [v for v in (0, value // 2 // bs * bs, value - bs) if 0 <= v < value]
                 else:
                     tries = []
@@ -257,12 +239,18 @@ def write(trace: Trace, directory: str) -> tuple[str, bool]:
     """Write atomically under its canonical name; returns (path, created)."""
     digest = canonical_hash(trace)
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, file_name(trace, digest))
+    return write_new(os.path.join(directory, file_name(trace, digest)), serialize(trace))
+
+
+def write_new(path: str, text: str) -> tuple[str, bool]:
+    """Write ``text`` to ``path`` atomically unless the file exists (a trace's name holds
+    its hash, so an existing file is the same trace); returns (path, created).  Core
+    traces (rig.trace.core) are written with it too."""
     if os.path.exists(path):
         return path, False
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(serialize(trace))
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -1,8 +1,13 @@
-"""Fault injection: named sites and deterministic plans (DESIGN.md 4, "Faults").
+"""Fault injection: the registry of named sites, and deterministic plans.
 
 A *site* is a stable string naming a place where the real system can fail
-(``vfio.dma_map``), never a file and line.  The world asks the plan at every hit of a
-site; the plan answers None (no fault) or an ``Injected`` fault.  Three plans:
+(``vfio.dma_map``), never a file and line.  Each site is declared once, with
+``fault_site()``, next to the code that hits it (rig.world.world: the world's own sites
+beside their hits, the core IOMMU's beside the ``fault_hook`` that serves them), with an
+explicit append-only ``id`` for the byte decoder; ``SITES`` is the registry everything
+else reads (trace parsing, plans, sweeps, the state machine, the fuzz dictionaries).
+The world asks the plan at every hit of a site; the plan answers None (no fault) or an
+``Injected`` fault.  Three plans:
 
 ``explicit``  per-op properties of a trace: ``vfio.dma_map=ENOSPC@2`` fails the 2nd hit of
               that site inside that op; ``memfd.punch_hole=EINTR@1/3`` fails the 1st hit
@@ -25,38 +30,60 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from rig.errors import (EAGAIN, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, ENOENT, ENOMEM,
-                        ENOSPC, ERRNO_BY_NAME, errno_name)
+from rig.errors import ERRNO_BY_NAME, errno_name
 
 
 @dataclass(frozen=True)
-class Site:
+class FaultSite:
+    """One place where the real system can fail.
+
+    ``name`` is what traces, plans and reports say; ``id`` is the small int the byte
+    decoder picks the site by (rig.trace.decode): it is written in the declaration, never
+    taken from a position, and is append-only, so a saved input or a dictionary token
+    keeps its meaning when sites are added.  ``errnos`` are what the site can return (the
+    first is the default, which fail_nth uses); a ``partial`` site fails after some
+    progress (pages punched, areas unmapped).  ``where`` names the function that hits
+    the site, ``doc`` what a failure there means."""
+
     name: str
-    errnos: tuple[int, ...]  # the errnos this site can return; the first is the default
-    partial: bool = False    # fails after partial progress (punch holes, iommufd unmap)
+    id: int
+    errnos: tuple[int, ...]
+    partial: bool = False
+    where: str = ""
     doc: str = ""
 
 
-SITES: dict[str, Site] = {s.name: s for s in (
-    Site("vfio.dma_map", (ENOMEM, EFAULT, ENOSPC, EEXIST),
-         doc="VFIO_IOMMU_MAP_DMA (type1) fails before any change"),
-    Site("vfio.dma_unmap", (EINVAL, EBUSY),
-         doc="VFIO_IOMMU_UNMAP_DMA (type1) fails before any change"),
-    Site("iommufd.ioas_map", (ENOMEM, EFAULT, EEXIST),
-         doc="IOMMU_IOAS_MAP fails before any change"),
-    Site("iommufd.ioas_unmap", (ENOENT,), partial=True,
-         doc="IOMMU_IOAS_UNMAP fails with -ENOENT after removing the first k areas"),
-    Site("pin.pin_pages", (ENOMEM, EFAULT),
-         doc="pin_user_pages fails (-ENOMEM: RLIMIT_MEMLOCK; -EFAULT); the map is undone"),
-    Site("memfd.punch_hole", (EINTR, ENOMEM, EIO), partial=True,
-         doc="fallocate(PUNCH_HOLE) on the shared memfd: k pages punched, then the error"),
-    Site("gmem.punch_hole", (EINTR, ENOMEM, EIO), partial=True,
-         doc="fallocate(PUNCH_HOLE) on guest_memfd: k pages punched, then the error"),
-    Site("kvm.set_memory_attributes", (ENOMEM, EAGAIN),
-         doc="KVM_SET_MEMORY_ATTRIBUTES fails before any change"),
-    Site("listener.notify_populate", (ENOMEM, EBUSY),
-         doc="a generic (non-VFIO) RamDiscardListener refuses to populate"),
-)}
+#: name -> site, in id order: the one view of the registry the rest of the rig reads.
+#: fault_site() fills it as the modules that hit the sites are imported; rig.world's
+#: __init__ imports them, so every site is here before anything can read it.
+SITES: dict[str, FaultSite] = {}
+
+
+def fault_site(name: str, *, id: int, errnos: tuple[int, ...], partial: bool = False,
+               where: str, doc: str) -> FaultSite:
+    """Declare and register a fault site, once, next to the code that hits it; returns
+    the site, which the hit passes by name to the plan (``world.fault(SITE.name)``).
+
+    Refuses a name or an id that is already taken: ids are append-only, so a new site
+    takes the next free id and an old one keeps its id for good."""
+    if isinstance(id, bool) or not isinstance(id, int) or id < 0:
+        raise ValueError(f"fault site {name!r}: id must be an int >= 0, not {id!r}")
+    if not errnos or any(not isinstance(e, int) or e <= 0 for e in errnos):
+        raise ValueError(f"fault site {name!r}: errnos must be positive errno values, "
+                         f"at least one ({errnos!r})")
+    if name in SITES:
+        raise ValueError(f"fault site {name!r} is declared twice "
+                         f"({SITES[name].where} and {where})")
+    taken = {s.id: s for s in SITES.values()}
+    if id in taken:
+        free = max(taken) + 1
+        raise ValueError(f"fault site {name!r}: id {id} is already {taken[id].name!r}'s "
+                         f"(ids are append-only; the next free one is {free})")
+    site = FaultSite(name, id, tuple(errnos), partial, where, doc)
+    ordered = sorted([*SITES.values(), site], key=lambda s: s.id)
+    SITES.clear()  # in place: modules that imported SITES see the new site too
+    SITES.update((s.name, s) for s in ordered)
+    return site
 
 
 @dataclass(frozen=True)
@@ -281,5 +308,5 @@ def make_plan(mode: str, seed: int = 0, nth: int = 0, p_activate: float = 0.25,
     raise ValueError(f"unknown fault mode {mode!r} (explicit, fail_nth, seeded)")
 
 
-__all__ = ["SITES", "Site", "FaultSpec", "Injected", "FaultPlan", "ExplicitPlan",
+__all__ = ["SITES", "FaultSite", "fault_site", "FaultSpec", "Injected", "FaultPlan", "ExplicitPlan",
            "FailNthPlan", "SeededPlan", "make_plan", "sub_seed", "longest_failing_run"]

@@ -1,4 +1,4 @@
-"""Host memory: files of frames (DESIGN.md 2.7).
+"""Host memory: files of frames (docs/semantics.md 2.7).
 
 Per RAM block a shared memfd and a guest_memfd, each a map page index -> frame.  A frame
 has an id (never reused), a pin count and a data tag (what was last written to it).

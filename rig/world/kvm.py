@@ -1,4 +1,4 @@
-"""KVM memory attributes (DESIGN.md 2.3, 2.7; Linux virt/kvm/kvm_main.c).
+"""KVM memory attributes (docs/semantics.md 2.3, 2.7; Linux virt/kvm/kvm_main.c).
 
 One private bit per guest page (gfn), for any gfn: attributes do not need a memslot.
 QEMU sets every guest_memfd-backed memslot private when it creates it, so the world marks

@@ -1,65 +1,173 @@
 """The one vocabulary of operations, used by every driver (traces, fuzzers, hypothesis
 state machines, sweeps).  An op is a name, positional arguments, and properties.
 
-Arguments are ints (addresses and sizes in bytes, device numbers) or the words of the
-op's enumeration (``private``/``shared``, ``read``/``write``); properties carry what is
-not an argument of the real call: injected faults, and an interleaving point.
+Arguments are device numbers, addresses and sizes in bytes, or the words of the op's
+enumeration (``private``/``shared``, ``read``/``write``); properties carry what is not an
+argument of the real call: injected faults, and an interleaving point.
+
+The registry.  Each op is declared once, where it is implemented: a ``World.op_<name>``
+method in rig/world/world.py decorated with ``@world_op(id, doc, args, ...)``, which
+records its ``OpSpec`` in ``OPS``.  The spec is everything a driver needs, as data: the
+arg kinds (how to parse, print, draw, mutate and shrink each argument) and the drawing
+hints below.  This module does not import world.py; the package rig.world does, so the
+registry is complete as soon as anything in rig.world has been imported.
+
+Ids are explicit and append-only: the decoder's swarm mask gives op ``id`` bit ``id``
+(rig.trace.decode), so an id that changed or was reused would change the meaning of
+every saved fuzz input.  A new op takes the next free id; an op that is removed keeps
+its id retired.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
+from typing import Callable
+
+from rig.errors import errno_name
+
+#: Argument kinds.  ``dev``: a device number (decimal in traces); ``addr``: a guest-physical
+#: address or an IOVA, and ``size``: a length in bytes (both hex); ``enum:<a>|<b>``: one of
+#: two words, ``a`` -> True.  A ``size`` right after an ``addr`` makes the two a range,
+#: which drivers draw together (a range inside RAM, or a whole RAM block).
+ARG_KINDS = ("dev", "addr", "size")
+HEX_KINDS = ("addr", "size")
 
 
 @dataclass(frozen=True)
 class ArgSpec:
     name: str
-    kind: str  # "int" (hex in traces), "dev" (decimal), or "enum:<a>|<b>" (a -> True)
+    kind: str  # one of ARG_KINDS, or "enum:<a>|<b>" (a -> True)
+
+    def __post_init__(self):
+        if self.kind not in ARG_KINDS and self.words is None:
+            raise ValueError(f"argument {self.name}: unknown kind {self.kind!r}")
 
     @property
     def words(self) -> tuple[str, str] | None:
         if not self.kind.startswith("enum:"):
             return None
-        a, b = self.kind[5:].split("|")
-        return a, b
+        words = tuple(self.kind[5:].split("|"))
+        if len(words) != 2 or not all(words) or words[0] == words[1]:
+            raise ValueError(f"argument {self.name}: {self.kind!r} is not enum:<a>|<b>")
+        return words
+
+    @property
+    def hex(self) -> bool:
+        return self.kind in HEX_KINDS
 
 
 @dataclass(frozen=True)
 class OpSpec:
+    """One op of the registry (see the module docstring).
+
+    The hints say how drivers draw the op beyond its arg kinds: ``interleave``, it may
+    carry an ``interleave`` property (drivers draw one for it); ``nested``, it is the op
+    drivers interleave into others (one op of the registry is); ``whole_blocks``, its
+    range is mostly a whole RAM block, as the sections QEMU registers listeners on are;
+    ``junk``, its addresses and sizes may be junk even when the decoder's swarm turns
+    junk ranges off (what it does with one is an error the oracle judges, not a VM stop).
+    ``impl`` is the ``World.op_<name>`` method that applies it.
+    """
+
     name: str
+    id: int
     args: tuple[ArgSpec, ...]
     doc: str
+    interleave: bool = False
+    nested: bool = False
+    whole_blocks: bool = False
+    junk: bool = False
+    impl: Callable | None = field(default=None, compare=False, repr=False)
+    #: The arguments in drawing units: ``(i,)`` for one argument, ``(i, i + 1)`` for a
+    #: range (an ``addr`` followed by a ``size``).
+    groups: tuple[tuple[int, ...], ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self):
+        groups, i = [], 0
+        while i < len(self.args):
+            if (self.args[i].kind == "addr" and i + 1 < len(self.args)
+                    and self.args[i + 1].kind == "size"):
+                groups.append((i, i + 1))
+                i += 2
+            else:
+                groups.append((i,))
+                i += 1
+        object.__setattr__(self, "groups", tuple(groups))
+
+    def first_range(self, args: tuple) -> tuple[int, int] | None:
+        """The ``(addr, size)`` of the first range among ``args`` (this op's), if any."""
+        for group in self.groups:
+            if len(group) == 2:
+                return args[group[0]], args[group[1]]
+        return None
 
 
-def _spec(name: str, doc: str, *args: str) -> OpSpec:
+#: Every op the world understands, by name (QEMU spellings where QEMU has one), in id
+#: order.  Filled by ``world_op`` as rig/world/world.py is imported.
+OPS: dict[str, OpSpec] = {}
+
+
+def parse_args(args) -> tuple[ArgSpec, ...]:
+    """``("dev:dev", "gpa:addr", ...)`` -> ArgSpecs."""
     parsed = []
     for a in args:
-        arg_name, kind = a.split(":", 1)
-        parsed.append(ArgSpec(arg_name, kind))
-    return OpSpec(name, tuple(parsed), doc)
+        name, sep, kind = a.partition(":")
+        if not sep or not name.isidentifier():
+            raise ValueError(f"argument {a!r} is not <name>:<kind>")
+        parsed.append(ArgSpec(name, kind))
+    return tuple(parsed)
 
 
-#: Every op the world understands, by name (QEMU spellings where QEMU has one).
-OPS: dict[str, OpSpec] = {s.name: s for s in (
-    _spec("vfio_register", "hot-plug device DEV: a VFIO listener per RAM block of the "
-          "section [gpa, gpa+size), replaying shared memory into the IOMMU",
-          "dev:dev", "gpa:int", "size:int"),
-    _spec("vfio_unregister", "hot-unplug device DEV: unregister its listeners",
-          "dev:dev"),
-    _spec("listener_register", "register a generic (virtio-mem-like) RamDiscardListener "
-          "DEV on each RAM block of the section [gpa, gpa+size)",
-          "dev:dev", "gpa:int", "size:int"),
-    _spec("listener_unregister", "unregister generic listener DEV", "dev:dev"),
-    _spec("kvm_convert_memory", "the guest converts [gpa, gpa+size) (KVM_EXIT_MEMORY_FAULT)",
-          "gpa:int", "size:int", "to_private:enum:private|shared"),
-    _spec("guest_touch", "a vCPU writes the page at gpa (allocating it on first touch)",
-          "gpa:int"),
-    _spec("device_dma", "device DEV reads or writes [iova, iova+size) through its IOMMU",
-          "dev:dev", "iova:int", "size:int", "write:enum:write|read"),
-    _spec("replay", "walk the populated (or discarded) runs of [gpa, gpa+size) through "
-          "ram_block_attributes_rdm_replay_populated/_discarded",
-          "gpa:int", "size:int", "populated:enum:populated|discarded"),
-)}
+def register(spec: OpSpec) -> OpSpec:
+    """Add ``spec`` to ``OPS``: its name and its id must be new, and at most one op is
+    the nested one.  ``OPS`` stays in id order."""
+    if not spec.name.isidentifier():
+        raise ValueError(f"op name {spec.name!r} is not an identifier")
+    if not isinstance(spec.id, int) or isinstance(spec.id, bool) or spec.id < 0:
+        raise ValueError(f"op {spec.name}: id {spec.id!r} is not an int >= 0")
+    if spec.name in OPS:
+        raise ValueError(f"op {spec.name} is registered twice")
+    for other in OPS.values():
+        if other.id == spec.id:
+            raise ValueError(f"op {spec.name}: id {spec.id} is already {other.name}'s")
+        if other.nested and spec.nested:
+            raise ValueError(f"op {spec.name}: {other.name} is already the nested op")
+    specs = sorted([*OPS.values(), spec], key=lambda s: s.id)
+    OPS.clear()
+    OPS.update((s.name, s) for s in specs)
+    return spec
+
+
+def world_op(id: int, doc: str, args: tuple[str, ...] = (), *, interleave: bool = False,
+             nested: bool = False, whole_blocks: bool = False, junk: bool = False):
+    """Declare the ``World.op_<name>`` method it decorates as op ``<name>`` with ``id``
+    (explicit, append-only), ``doc`` and ``args`` (``"<name>:<kind>"``, ARG_KINDS), plus
+    the drawing hints of OpSpec.  The method's parameters after ``self`` must be the
+    declared arguments, by name, in order."""
+    parsed = parse_args(args)
+
+    def declare(fn):
+        name = fn.__name__
+        if not name.startswith("op_"):
+            raise ValueError(f"{name}: an op's method is named op_<name>")
+        params = list(inspect.signature(fn).parameters)[1:]
+        if params != [a.name for a in parsed]:
+            raise ValueError(f"{name}{tuple(params)} does not take the declared arguments "
+                             f"{tuple(a.name for a in parsed)}")
+        register(OpSpec(name[3:], id, parsed, doc, interleave=interleave, nested=nested,
+                        whole_blocks=whole_blocks, junk=junk, impl=fn))
+        return fn
+
+    return declare
+
+
+def nested_op() -> OpSpec:
+    """The op drivers interleave into others (the spec with ``nested``)."""
+    for spec in OPS.values():
+        if spec.nested:
+            return spec
+    raise LookupError("no op of the registry is the nested one")
 
 
 @dataclass(frozen=True)
@@ -107,7 +215,7 @@ class Op:
 # writes every op line with it) --------------------------------------------------------
 
 def format_arg(kind: str, value) -> str:
-    if kind == "int":
+    if kind in HEX_KINDS:
         return f"0x{value:x}"
     if kind == "dev":
         return str(value)
@@ -132,6 +240,24 @@ def format_op(op: Op) -> str:
     args = ", ".join(format_arg(a.kind, v) for a, v in zip(spec.args, op.args))
     props = format_props(op)
     return f"{op.name}({args})" + (f"  {props}" if props else "")
+
+
+def format_result(result) -> str:
+    if isinstance(result, bool) or result is None:
+        return str(result)
+    if isinstance(result, int):
+        return f"-{errno_name(result)}" if result < 0 else str(result)
+    if isinstance(result, tuple):
+        return "[" + ", ".join(f"0x{s[0]:x}+0x{s[1]:x}@0x{s[2]:x}" for s in result) + "]"
+    return repr(result)
+
+
+def format_point(at) -> str:
+    """An interleaving point in words (rig.world.ops.interleave_point)."""
+    kind, n = interleave_point(at)
+    if kind == "attr":
+        return "after KVM_SET_MEMORY_ATTRIBUTES"
+    return f"{kind} notification {n}"
 
 
 def op(name: str, *args, **props) -> Op:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 from rig.core import load_backend
 from rig.core.types import MemoryRegionSection
-from rig.errors import EBUSY, EFAULT, EINVAL, ENOENT, ENOMEM
-from rig.world.faults import FaultPlan, Injected, make_plan
-from rig.world.ops import interleave_point
+from rig.errors import EAGAIN, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, ENOENT, ENOMEM, ENOSPC
+from rig.world.faults import FaultPlan, FaultSite, Injected, fault_site, make_plan
+from rig.world.ops import OPS, interleave_point, world_op
 from rig.world.config import WorldConfig
 from rig.world.device import Device
+from rig.world.events import Event, Fault, Interleave, IommuFault, Retry, VmStop
 from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile, kvm_gmem_fallocate
 from rig.world.kvm import ATTRIBUTES_MAX, Kvm
 
@@ -111,6 +112,13 @@ class RamBlock:
 
 _LISTENER_CLASSES: dict = {}
 
+#: Hit by GenericListener.notify_populate below (declared here, outside the function:
+#: the listener classes are built once per core backend, a site only once).
+LISTENER_NOTIFY_POPULATE = fault_site(
+    "listener.notify_populate", id=8, errnos=(ENOMEM, EBUSY),
+    where="GenericListener.notify_populate",
+    doc="a generic (non-VFIO) RamDiscardListener refuses to populate")
+
 
 def listener_classes(core):
     """World listener classes for a core backend (they subclass its RamDiscardListener)."""
@@ -165,7 +173,7 @@ def listener_classes(core):
                     return 0
                 if attempt == design.retries:
                     break
-                self.world.event("retry", "vfio unmap", attempt, len(left))
+                self.world.event(Retry("vfio unmap", attempt, len(left)))
                 self.inner.notify_discard(section)
             return ret or -EBUSY
 
@@ -204,7 +212,7 @@ def listener_classes(core):
         def notify_populate(self, section):
             self._observe("populate", section)
             self.world.notifying(self, "populate", section)
-            fault = self.world.fault("listener.notify_populate")
+            fault = self.world.fault(LISTENER_NOTIFY_POPULATE.name)
             ret = fault.errno if fault else 0
             if not ret:
                 self.populated.update(self.world.block_offsets(section))
@@ -219,6 +227,11 @@ def listener_classes(core):
 
     _LISTENER_CLASSES[core.name] = (WorldVfioListener, GenericListener)
     return _LISTENER_CLASSES[core.name]
+
+
+PIN_PAGES = fault_site(
+    "pin.pin_pages", id=4, errnos=(ENOMEM, EFAULT), where="HostPinner.pin_pages",
+    doc="pin_user_pages fails (-ENOMEM: RLIMIT_MEMLOCK; -EFAULT); the map is undone")
 
 
 class HostPinner:
@@ -263,7 +276,7 @@ class HostPinner:
         file."""
         world = self.world
         limit = world.config.memlock_limit
-        fault = world.fault("pin.pin_pages")
+        fault = world.fault(PIN_PAGES.name)
         if fault:
             return fault.errno
         pinned: list = []   # accounted
@@ -327,7 +340,7 @@ class World:
         self.blocks = [RamBlock(i, r.gpa, r.size, self) for i, r in enumerate(config.ram)]
         self.pinner = HostPinner(self)
         self.devices: dict[tuple[str, int], Device] = {}
-        self.events: list[tuple] = []
+        self.events: list[Event] = []
         self.listener_log: list[tuple] = []
         self.expected_data: dict[int, int] = {}  # gpa page -> tag a device wrote
         self.tag = 0
@@ -386,10 +399,31 @@ class World:
         return [(d, d.container) for d in self.vfio_devices()]
 
     # -- faults and events ---------------------------------------------------------------
+    # The core IOMMU's sites: the container hits them by name inside the core (its .pyx,
+    # the twin and the reference model alike call fault_hook("vfio.dma_map")), and the
+    # fault_hook that new_container() installs answers from the plan.
+    VFIO_DMA_MAP = fault_site(
+        "vfio.dma_map", id=0, errnos=(ENOMEM, EFAULT, ENOSPC, EEXIST),
+        where="VfioType1Container.map_dma (rig.core), through World.new_container's fault_hook",
+        doc="VFIO_IOMMU_MAP_DMA (type1) fails before any change")
+    VFIO_DMA_UNMAP = fault_site(
+        "vfio.dma_unmap", id=1, errnos=(EINVAL, EBUSY),
+        where="VfioType1Container.unmap_dma (rig.core), through World.new_container's "
+              "fault_hook",
+        doc="VFIO_IOMMU_UNMAP_DMA (type1) fails before any change")
+    IOMMUFD_IOAS_MAP = fault_site(
+        "iommufd.ioas_map", id=2, errnos=(ENOMEM, EFAULT, EEXIST),
+        where="IommufdIoas.map_dma (rig.core), through World.new_container's fault_hook",
+        doc="IOMMU_IOAS_MAP fails before any change")
+    IOMMUFD_IOAS_UNMAP = fault_site(
+        "iommufd.ioas_unmap", id=3, errnos=(ENOENT,), partial=True,
+        where="IommufdIoas.unmap_dma (rig.core), through World.new_container's fault_hook",
+        doc="IOMMU_IOAS_UNMAP fails with -ENOENT after removing the first k areas")
+
     def fault(self, site: str, units: int = 1) -> Injected | None:
         injected = self.plan.hit(site, units)
         if injected is not None:
-            self.events.append(("fault", self.op_index, site, injected.errno, injected.partial))
+            self.events.append(Fault(site, injected.errno, injected.partial))
         return injected
 
     def new_container(self):
@@ -403,7 +437,7 @@ class World:
         container.pinner = self.pinner
 
         def fault_hook(site: str):
-            units = container.count if site == "iommufd.ioas_unmap" else 1
+            units = container.count if site == self.IOMMUFD_IOAS_UNMAP.name else 1
             injected = self.fault(site, units)
             if injected is None:
                 return 0
@@ -422,8 +456,18 @@ class World:
         for mapping in container.mappings():
             container.unmap_dma(mapping.iova, mapping.size)
 
-    def event(self, *what) -> None:
-        self.events.append((what[0], self.op_index, *what[1:]))
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def _stop_if_failed(self, op, result) -> None:
+        """The VM-stop rule, the one place it is written: a conversion (the op's own, or
+        an interleaved one) that fails stops the VM, on a design that stops it (QEMU:
+        kvm_convert_memory's error ends kvm_cpu_exec; the vCPU thread stops the guest).
+        The first stop is the one that counts."""
+        if (op.name == "kvm_convert_memory" and isinstance(result, int) and result < 0
+                and self.design.stops_vm and self.vm_stopped is None):
+            self.vm_stopped = result
+            self.event(VmStop(result))
 
     def notifying(self, rdl, kind: str, section) -> None:
         """Every listener notification starts here, before the listener acts: the
@@ -470,14 +514,16 @@ class World:
         self._interleave = None
         nested = pending["op"]
         result = self.dispatch(nested)
-        self.event("interleave", pending["at"], nested, result)
-        if (nested.name == "kvm_convert_memory" and isinstance(result, int) and result < 0
-                and self.design.stops_vm and self.vm_stopped is None):
-            # The racing vCPU's conversion failed: QEMU stops the VM there too.
-            self.vm_stopped = result
-            self.event("vm_stop", result)
+        self.event(Interleave(pending["at"], nested, result))
+        # The racing vCPU's conversion failed: QEMU stops the VM there too.
+        self._stop_if_failed(nested, result)
 
     # -- the KVM and host edges (shared by every design) --------------------------------
+    KVM_SET_MEMORY_ATTRIBUTES = fault_site(
+        "kvm.set_memory_attributes", id=7, errnos=(ENOMEM, EAGAIN),
+        where="World._kvm_set_memory_attributes",
+        doc="KVM_SET_MEMORY_ATTRIBUTES fails before any change")
+
     def kvm_set_memory_attributes(self, start: int, size: int, private: bool) -> int:
         """KVM_SET_MEMORY_ATTRIBUTES(2): the site kvm.set_memory_attributes, the in-place
         -EAGAIN when a page to make private is still pinned."""
@@ -494,7 +540,7 @@ class World:
         gfns = range(start // PAGE_SIZE, (start + size) // PAGE_SIZE)
         if all((g in self.kvm.private) == private for g in gfns):
             return 0
-        fault = self.fault("kvm.set_memory_attributes")
+        fault = self.fault(self.KVM_SET_MEMORY_ATTRIBUTES.name)
         pinned = self._pinned_at if self.design.inplace else None
         # The RAM pages whose attribute this call flips, by set algebra on gfns (this
         # runs on every conversion; a page-by-page is_private walk was a hot spot).
@@ -519,21 +565,31 @@ class World:
         frame = block.gmem.frame_at(gpa - block.gpa)
         return frame is not None and frame.pins > 0
 
-    def punch_hole(self, file: HostFile, site: str, offset: int, size: int) -> int:
-        """fallocate(PUNCH_HOLE|KEEP_SIZE), with injected partial punches."""
+    def punch_hole(self, file: HostFile, site: FaultSite, offset: int, size: int) -> int:
+        """fallocate(PUNCH_HOLE|KEEP_SIZE), with injected partial punches at ``site``."""
         pages = (size + file.page_size - 1) // file.page_size
-        fault = self.fault(site, pages)
+        fault = self.fault(site.name, pages)
         if fault:
             file.punch_hole(offset, size, limit_pages=fault.partial or 0)
             return fault.errno
         file.punch_hole(offset, size)
         return 0
 
+    MEMFD_PUNCH_HOLE = fault_site(
+        "memfd.punch_hole", id=5, errnos=(EINTR, ENOMEM, EIO), partial=True,
+        where="World.ram_block_discard_range",
+        doc="fallocate(PUNCH_HOLE) on the shared memfd: k pages punched, then the error")
+
     def ram_block_discard_range(self, block: RamBlock, offset: int, size: int) -> int:
         """ram_block_discard_range(): free the shared (memfd) backing."""
         if offset % block.memfd.page_size or size % block.memfd.page_size:
             return -EINVAL
-        return self.punch_hole(block.memfd, "memfd.punch_hole", offset, size)
+        return self.punch_hole(block.memfd, self.MEMFD_PUNCH_HOLE, offset, size)
+
+    GMEM_PUNCH_HOLE = fault_site(
+        "gmem.punch_hole", id=6, errnos=(EINTR, ENOMEM, EIO), partial=True,
+        where="World.ram_block_discard_guest_memfd_range",
+        doc="fallocate(PUNCH_HOLE) on guest_memfd: k pages punched, then the error")
 
     def ram_block_discard_guest_memfd_range(self, block: RamBlock, offset: int, size: int) -> int:
         """ram_block_discard_guest_memfd_range(): free the private (guest_memfd) backing.
@@ -542,7 +598,7 @@ class World:
         ret = kvm_gmem_fallocate(offset, size)
         if ret:
             return ret
-        return self.punch_hole(block.gmem, "gmem.punch_hole", offset, size)
+        return self.punch_hole(block.gmem, self.GMEM_PUNCH_HOLE, offset, size)
 
     # -- VFIO plumbing ------------------------------------------------------------------
     def new_vfio_listener(self, device: Device, block: RamBlock):
@@ -610,22 +666,35 @@ class World:
         if self._interleave is not None:
             self._fire_interleave()
         self._forget_private_data()
+        self._stop_if_failed(op, result)
         return result
 
     def dispatch(self, op):
-        handler = getattr(self, f"op_{op.name}")
-        return handler(*op.args)
+        """Apply ``op`` alone (no interleaving, no VM-stop rule): its registered method."""
+        return OPS[op.name].impl(self, *op.args)
 
+    # Each op is declared here, on the method that implements it (rig.world.ops.world_op):
+    # its id (explicit, append-only: the fuzz inputs' byte encoding), doc, arguments and
+    # drawing hints.  Nothing else needs an edit for a new op.
+
+    @world_op(3, "hot-plug device DEV: a VFIO listener per RAM block of the section "
+              "[gpa, gpa+size), replaying shared memory into the IOMMU",
+              ("dev:dev", "gpa:addr", "size:size"), interleave=True, whole_blocks=True)
     def op_vfio_register(self, dev: int, gpa: int, size: int) -> int:
         if ("vfio", dev) in self.devices:
             return -EINVAL
         return self.design.vfio_device_add(self, dev, gpa, size)
 
+    @world_op(4, "hot-unplug device DEV: unregister its listeners", ("dev:dev",),
+              interleave=True)
     def op_vfio_unregister(self, dev: int) -> int:
         if ("vfio", dev) not in self.devices:
             return -ENOENT
         return self.design.vfio_device_remove(self, dev)
 
+    @world_op(5, "register a generic (virtio-mem-like) RamDiscardListener DEV on each "
+              "RAM block of the section [gpa, gpa+size)",
+              ("dev:dev", "gpa:addr", "size:size"), interleave=True, whole_blocks=True)
     def op_listener_register(self, dev: int, gpa: int, size: int) -> int:
         if ("rdl", dev) in self.devices:
             return -EINVAL
@@ -642,6 +711,7 @@ class World:
         self.devices[("rdl", dev)] = device
         return 0
 
+    @world_op(6, "unregister generic listener DEV", ("dev:dev",))
     def op_listener_unregister(self, dev: int) -> int:
         device = self.devices.pop(("rdl", dev), None)
         if device is None:
@@ -650,9 +720,14 @@ class World:
             block.attr.unregister_listener(rdl)
         return 0
 
+    @world_op(0, "the guest converts [gpa, gpa+size) (KVM_EXIT_MEMORY_FAULT)",
+              ("gpa:addr", "size:size", "to_private:enum:private|shared"),
+              interleave=True, nested=True)
     def op_kvm_convert_memory(self, gpa: int, size: int, to_private: bool) -> int:
         return self.design.kvm_convert_memory(self, gpa, size, to_private)
 
+    @world_op(1, "a vCPU writes the page at gpa (allocating it on first touch)",
+              ("gpa:addr",), junk=True)
     def op_guest_touch(self, gpa: int) -> int:
         block = self.block_at(gpa)
         if block is None:
@@ -665,6 +740,8 @@ class World:
         self.expected_data.pop(gpa // PAGE_SIZE * PAGE_SIZE, None)
         return 0
 
+    @world_op(2, "device DEV reads or writes [iova, iova+size) through its IOMMU",
+              ("dev:dev", "iova:addr", "size:size", "write:enum:write|read"), junk=True)
     def op_device_dma(self, dev: int, iova: int, size: int, write: bool) -> int:
         """Device DMA page by page through its IOMMU; returns the number of IOMMU faults
         (0: every page translated), or -ENOENT if no such device is plugged."""
@@ -676,12 +753,12 @@ class World:
         for page in range(first, iova + size, PAGE_SIZE):
             if page >= 1 << 64:  # past the top of the IOVA space: nothing can map it
                 faults += 1
-                self.event("iommu_fault", page, -EFAULT)
+                self.event(IommuFault(page, -EFAULT))
                 continue
             frame_id = device.container.translate(page, write)
             if frame_id < 0:
                 faults += 1
-                self.event("iommu_fault", page, frame_id)
+                self.event(IommuFault(page, frame_id))
                 continue
             if write:
                 self.tag += 1
@@ -690,6 +767,9 @@ class World:
                     self.expected_data[page] = self.tag
         return faults
 
+    @world_op(7, "walk the populated (or discarded) runs of [gpa, gpa+size) through "
+              "ram_block_attributes_rdm_replay_populated/_discarded",
+              ("gpa:addr", "size:size", "populated:enum:populated|discarded"))
     def op_replay(self, gpa: int, size: int, populated: bool):
         runs = []
         for block, section in self.sections(gpa, size):

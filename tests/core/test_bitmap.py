@@ -1,4 +1,4 @@
-"""Unit tests of the word-array Bitmap (DESIGN.md 2.1), on both core backends.
+"""Unit tests of the word-array Bitmap (docs/semantics.md 2.1), on both core backends.
 
 Each test's docstring names the QEMU helper it mirrors, from include/qemu/bitmap.h,
 include/qemu/bitops.h and util/bitops.c / util/bitmap.c (test_bit, set_bit, clear_bit,

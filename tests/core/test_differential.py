@@ -64,7 +64,7 @@ def test_mismatch_is_reported_with_the_op():
         ops = [("register", "R0", 0, 0x4000, 0), ("register", "R1", 0, 0x4000, 0)]
         with pytest.raises(DifferentialMismatch) as info:
             differential.run(ops, CoreConfig(), IMPLS)
-        assert info.value.index == 1 and info.value.what == "order"
+        assert info.value.index == 1 and info.value.what == "listeners"
     finally:
         model.ModelRamBlockAttributes.register_listener = original
 

@@ -1,5 +1,5 @@
-"""Unit tests of the fake IOMMU (DESIGN.md 2.5 VFIO type1, 2.6 iommufd), on both core
-backends.
+"""Unit tests of the fake IOMMU (docs/semantics.md 2.5 VFIO type1, 2.6 iommufd), on
+both core backends.
 
 Each test's docstring names the Linux function it mirrors, from
 drivers/vfio/vfio_iommu_type1.c (vfio_dma_do_map, vfio_dma_do_unmap, vfio_find_dma,

@@ -1,4 +1,4 @@
-"""Every "first update the bitmap, then notify" rule of DESIGN.md 2.2 is observable.
+"""Every "first update the bitmap, then notify" rule of docs/semantics.md 2.2 is observable.
 
 Listeners that query the manager from inside their callbacks (``is_populated``,
 ``replay_populated``, ``listeners()``) see a wrong order; the core differential's

@@ -1,4 +1,4 @@
-"""Unit tests of RamBlockAttributes (DESIGN.md 2.2), on both core backends.
+"""Unit tests of RamBlockAttributes (docs/semantics.md 2.2), on both core backends.
 
 Each test names the QEMU function of system/ram-block-attributes.c it mirrors.
 """

@@ -1,4 +1,5 @@
-"""VFIORamDiscardListener (DESIGN.md 2.4; QEMU hw/vfio/listener.c), on both backends."""
+"""VFIORamDiscardListener (docs/semantics.md 2.4; QEMU hw/vfio/listener.c), on both
+backends."""
 
 from rig.core.types import MemoryRegionSection as S
 from rig.errors import EEXIST, EINVAL, ENOSPC

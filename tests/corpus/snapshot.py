@@ -28,11 +28,14 @@ def snapshot_path(trace: Path) -> Path:
 
 
 def replay_text(trace: Path, backend: str = "cy") -> str:
-    from rig.cli.replay import load_input, replay
+    from rig.cli.replay import load_input, replay, replay_core
 
     rel = str(trace.relative_to(ROOT))
     loaded = load_input(str(trace))
-    _, lines, _ = replay(loaded, rel, backend)
+    if loaded.core is not None:  # a core trace: the core's implementations side by side
+        _, lines = replay_core(loaded, rel, backend)
+    else:
+        _, lines, _ = replay(loaded, rel, backend)
     return "\n".join(line for line in lines if not line.startswith("backend: ")) + "\n"
 
 

@@ -1,12 +1,14 @@
 """Every trace in corpora/: strict parse, canonical round trip, expected outcome on both
-backends.  New files are picked up with no code change."""
+backends.  New files are picked up with no code change; core traces (corpora/core/,
+rig.trace.core) go through their own parser and replay the same way."""
 
 from pathlib import Path
 
 import pytest
 
 from rig.cli import replay
-from rig.trace.format import load, parse, serialize
+from rig.trace import core as core_trace
+from rig.trace import format as world_trace
 
 from tests.conftest import BACKENDS
 
@@ -20,10 +22,11 @@ def test_corpus_is_not_empty():
 
 @pytest.mark.parametrize("path", TRACES, ids=lambda p: str(p.relative_to(CORPORA)))
 def test_trace_round_trips(path):
-    trace = load(str(path), strict=True)
+    fmt = core_trace if core_trace.is_core_trace(path.read_text()) else world_trace
+    trace = fmt.load(str(path), strict=True)
     assert trace.expect is not None, "corpus traces say what they expect"
-    text = serialize(trace)
-    assert parse(text) == trace
+    text = fmt.serialize(trace)
+    assert fmt.parse(text) == trace
     assert text == path.read_text(), "corpus files are canonical (rig minimize writes them so)"
 
 
@@ -31,6 +34,10 @@ def test_trace_round_trips(path):
 @pytest.mark.parametrize("path", TRACES, ids=lambda p: str(p.relative_to(CORPORA)))
 def test_trace_replays_as_expected(path, backend):
     loaded = replay.load_input(str(path))
+    if loaded.core is not None:
+        result, lines = replay.replay_core(loaded, str(path), backend)
+        assert replay.core_exit_code(loaded, result) == 0, "\n".join(lines)
+        return
     result, lines, _ = replay.replay(loaded, str(path), backend)
     assert replay.exit_code(loaded, result) == 0, "\n".join(lines)
 

@@ -9,6 +9,7 @@ import pytest
 
 from rig.errors import EINTR, ENOMEM, ENOSPC
 from rig.world.faults import SITES, ExplicitPlan, FailNthPlan, FaultSpec, SeededPlan, make_plan
+from rig.world.events import GiveUp, Retry
 from rig.world.ops import op
 
 
@@ -82,10 +83,10 @@ def test_hardened_survives_a_restore_failing_one_less_than_its_retries():
     retries = DESIGNS["hardened"].retries
     result = run(config, restore_failing(retries - 1))
     assert result.outcome.kind == "ok" and result.steps[1].result == -ENOMEM
-    assert sum(e[0] == "retry" for e in result.steps[1].events) == retries - 1
+    assert sum(isinstance(e, Retry) for e in result.steps[1].events) == retries - 1
 
     result = run(config, restore_failing(retries))
-    assert ("give_up", 1, "kvm attribute restore", 0, 0x2000, -ENOMEM) in result.world.events
+    assert GiveUp("kvm attribute restore", 0, 0x2000, -ENOMEM) in result.steps[1].events
     assert {v.invariant for v in result.outcome.violations} == {
         "shared-unmapped", "attr-agree", "atomic-failure"}
 

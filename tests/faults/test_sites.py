@@ -1,13 +1,19 @@
 """Every fault site is reachable, fires when asked, is marked as injected, and its error
-reaches the design's error path (DESIGN.md 4, "Faults")."""
+reaches the design's error path; the site registry keeps its ids and refuses to reuse
+one (rig.world.faults)."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 
 from rig.errors import EBUSY, EFAULT, EINTR, EIO, ENOENT, ENOMEM, ENOSPC
 from rig.check.session import run
-from rig.world.faults import SITES, FaultSpec
+from rig.world.faults import SITES, FaultSpec, fault_site
 from rig.world.ops import op
 from rig.world.config import WorldConfig
+from rig.world.events import Fault, Retry
 
 from tests.conftest import BACKENDS
 
@@ -64,8 +70,58 @@ CASES = {
 }
 
 
+#: name -> id of every fault site, pinned: the byte decoder picks a site by its id
+#: (rig.trace.decode.pick_id), so saved inputs and dictionary tokens mean what they meant
+#: only while no id changes.  A new site appends its line here; no line ever changes.
+SITE_IDS = {
+    "vfio.dma_map": 0,
+    "vfio.dma_unmap": 1,
+    "iommufd.ioas_map": 2,
+    "iommufd.ioas_unmap": 3,
+    "pin.pin_pages": 4,
+    "memfd.punch_hole": 5,
+    "gmem.punch_hole": 6,
+    "kvm.set_memory_attributes": 7,
+    "listener.notify_populate": 8,
+}
+
+
 def test_every_site_has_a_case():
     assert set(CASES) == set(SITES)
+
+
+def test_site_ids_are_pinned_and_in_order():
+    assert {name: site.id for name, site in SITES.items()} == SITE_IDS
+    assert [site.id for site in SITES.values()] == sorted(SITE_IDS.values())
+    assert len(set(SITE_IDS.values())) == len(SITE_IDS)
+
+
+def test_every_site_is_declared_with_where_it_is_hit():
+    for site in SITES.values():
+        assert site.where and site.doc and site.errnos, site.name
+
+
+def test_the_registry_refuses_a_reused_name_or_id():
+    before = dict(SITES)
+    with pytest.raises(ValueError, match="'vfio.dma_map' is declared twice"):
+        fault_site("vfio.dma_map", id=len(SITES), errnos=(ENOMEM,), where="here", doc="d")
+    with pytest.raises(ValueError, match="id 4 is already 'pin.pin_pages'.s .*next free "
+                                         f"one is {max(SITE_IDS.values()) + 1}"):
+        fault_site("test.reused_id", id=4, errnos=(ENOMEM,), where="here", doc="d")
+    with pytest.raises(ValueError, match="id must be an int >= 0"):
+        fault_site("test.bad_id", id=-1, errnos=(ENOMEM,), where="here", doc="d")
+    with pytest.raises(ValueError, match="errnos must be positive"):
+        fault_site("test.no_errno", id=99, errnos=(), where="here", doc="d")
+    assert SITES == before  # a refused site is not registered
+
+
+def test_importing_the_registry_alone_registers_every_site():
+    """Whoever reads SITES first, every site is there: rig.world imports the modules
+    that declare them."""
+    code = "from rig.world.faults import SITES; print(' '.join(SITES))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "RIG_PUREPYTHON": "1"}).stdout
+    assert out.split() == list(SITE_IDS)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -76,7 +132,7 @@ def test_site_reaches_error_path(site, backend):
     for design, (kind, value) in (("qemu-10.1", qemu_expect), ("hardened", hardened_expect)):
         result = run(WorldConfig(design=design, iommu=iommu), ops, backend)
         step = result.steps[last]
-        fired = [s for s, _, _ in step.faults]
+        fired = [f.site for f in step.faults]
         assert site in fired, f"{design}: {site} did not fire ({step.faults})"
         assert result.coverage[site][1] >= 1
         if kind == "result":
@@ -94,7 +150,7 @@ def test_hardened_retries_are_logged():
     """A recoverable error on an idempotent step is retried, and the retry is visible."""
     _, ops, _, _ = CASES["memfd.punch_hole"]
     result = run(WorldConfig(design="hardened"), ops)
-    assert ("retry", 2, "discard", 1, -EINTR) in result.steps[2].events
+    assert Retry("discard", 1, -EINTR) in result.steps[2].events
 
 
 def test_partial_punch_keeps_first_pages():
@@ -112,8 +168,8 @@ def test_partial_punch_keeps_first_pages():
 def test_injected_faults_are_marked():
     _, ops, _, _ = CASES["vfio.dma_map"]
     result = run(WorldConfig(design="hardened"), ops)
-    assert result.steps[2].faults == [("vfio.dma_map", -ENOSPC, None)]
-    assert ("fault", 2, "vfio.dma_map", -ENOSPC, None) in result.world.events
+    assert result.steps[2].faults == [Fault("vfio.dma_map", -ENOSPC, None)]
+    assert Fault("vfio.dma_map", -ENOSPC, None) in result.world.events
 
 
 def test_natural_exhaustion_is_not_injected():

@@ -10,14 +10,16 @@ findings that define them.
 import pytest
 
 from rig.drive import sweep
-from rig.trace.scenarios import SCENARIOS
+from rig.trace.corpus import scenarios
+
+SCENARIOS = scenarios()
 from rig.world.designs import DESIGNS
 
 IOMMUS = ("type1", "iommufd")
 CELLS = [(d, i, s) for d in DESIGNS for i in IOMMUS for s in SCENARIOS]
 
 #: What every faulted sweep of a design must find, whatever the scenario: the minimum
-#: that makes the design what it is (DESIGN.md 3).
+#: that makes the design what it is (docs/semantics.md 3).
 MUST_FIND = {
     # No design without atomicity survives a failure in the middle of a conversion.
     "uncoordinated": {"atomic-failure"},

@@ -129,3 +129,52 @@ def test_decoded_faults_stay_within_hardened_retry_bound():
                                   else "." for hit in range(1, 40))
                 assert "x" * (FAULT_COUNT_MAX + 1) not in failing, o
     assert pairs  # the inputs did put two specs on one site
+
+
+# -- the registry: everything else is derived from the entries -----------------------------
+
+def test_every_entry_declares_kind_default_and_doc():
+    from rig.drive.base import KINDS
+
+    for name, h in HARNESSES.items():
+        assert h.kind in KINDS and isinstance(h.in_default, bool), name
+        assert h.summary and h.doc.startswith(h.doc.split("\n")[0]), name
+        assert h.script == name and h.expect_crash == (h.kind == "canary")
+        assert not (h.kind == "canary" and h.in_default), "a canary fails on purpose"
+    with pytest.raises(ValueError, match="kind 'sometimes'"):
+        harnesses.CanaryHarness("x", kind="sometimes", in_default=False, doc="x")
+
+
+def test_the_lists_are_derived_from_the_registry():
+    from rig.drive import campaign
+
+    assert harnesses.WORLD_HARNESSES == tuple(n for n, h in HARNESSES.items()
+                                              if h.kind == "world")
+    assert harnesses.DEFAULT_CAMPAIGN == tuple(n for n, h in HARNESSES.items() if h.in_default)
+    assert "statemachine" in harnesses.WORLD_HARNESSES
+    assert not hasattr(campaign, "DEFAULT_HARNESSES") and not hasattr(campaign, "WORLD")
+    # The campaign fixes the design of exactly the world harnesses.
+    resolved = campaign.resolve(list(HARNESSES), "qemu-10.1")
+    assert [r for r in resolved if ":" in r] == [f"{n}:qemu-10.1"
+                                                 for n in harnesses.WORLD_HARNESSES]
+
+
+def test_world_harnesses_decode_to_world_traces_and_only_they_take_a_design():
+    from rig.trace.format import Trace
+
+    for name, h in HARNESSES.items():
+        if h.kind == "world":
+            trace = h.to_trace(h.seeds()[0])
+            assert isinstance(trace, Trace) and trace.config.design == "hardened", name
+            assert f"{name}:qemu-10.1" in HARNESSES
+        else:
+            assert f"{name}:hardened" not in HARNESSES, name
+
+
+def test_names_are_unique_and_carry_no_design():
+    one = HARNESSES["canary"]
+    with pytest.raises(ValueError, match="taken"):
+        harnesses._Registry([one, one])
+    with pytest.raises(ValueError, match="carries a design"):
+        harnesses._Registry([harnesses.CanaryHarness("canary:x", kind="canary",
+                                                     in_default=False, doc="x")])

@@ -1,6 +1,6 @@
 """The native-coverage build: libFuzzer counts the Cython core's C edges with it, and
 reaches a planted deep branch of the core that the plain build does not reach within the
-same run budget (DESIGN.md 7).  Needs clang (ci/test installs it as root)."""
+same run budget (docs/semantics.md 7).  Needs clang (ci/test installs it as root)."""
 
 import os
 import re

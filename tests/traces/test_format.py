@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rig.trace.decode import DecodeOptions, decode
-from rig.trace.findings import unminimized
+from rig.trace.corpus import unminimized
 from rig.world.ops import op
 from rig.trace.format import MAGIC, Trace, TraceError, parse, serialize
 from rig.world.config import WorldConfig

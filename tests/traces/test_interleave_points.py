@@ -11,6 +11,7 @@ from rig.check.session import run
 from rig.world.ops import interleave_point, op
 from rig.trace.format import Trace, mutate_trace, parse, parse_op_line, serialize
 from rig.world.config import WorldConfig
+from rig.world.events import Interleave
 
 from tests.conftest import BACKENDS
 
@@ -61,8 +62,8 @@ def race(at, nested):
 
 
 def nested_result(result):
-    (event,) = [e for e in result.steps[1].events if e[0] == "interleave"]
-    return event[4]
+    (event,) = [e for e in result.steps[1].events if isinstance(e, Interleave)]
+    return event.result
 
 
 def test_attr_point_lands_before_the_state_manager(backend):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rig.cli.main import main
-from rig.trace.findings import unminimized
+from rig.trace.corpus import unminimized
 from rig.trace.minimize import Minimizer
 from rig.trace.format import serialize
 
@@ -71,10 +71,10 @@ expect: ok (matches)
 
 
 def seed_trace(tmp_path):
-    from rig.trace.scenarios import SCENARIOS
+    from rig.trace.corpus import scenarios
     from rig.trace.format import Expect, Trace
 
-    sc = SCENARIOS["seed"]
+    sc = scenarios()["seed"]
     path = tmp_path / "seed.trace"
     path.write_text(serialize(Trace(sc.config, list(sc.ops), Expect("ok"))))
     return path
@@ -154,7 +154,7 @@ def test_minimize_each_known_finding_to_8_ops(index):
     m = Minimizer(trace)
     result = m.minimize()
     assert len(result.ops) <= 8
-    assert m.target.expect() == trace.expect
+    assert m.target == trace.expect
 
 
 def test_minimize_cli_writes_and_dedups(tmp_path):

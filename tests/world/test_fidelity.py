@@ -16,6 +16,7 @@ from rig.world.config import X86_LAYOUT, RamSpec, WorldConfig
 from rig.world.designs import DESIGNS
 from rig.world.kvm import Kvm
 from rig.world.world import RamBlock, World
+from rig.world.events import Budget
 
 from tests.conftest import BACKENDS
 
@@ -151,8 +152,8 @@ def test_vfio_ram_discard_register_listener_checks_each_section(backend):
     each time (a device spanning two RAM blocks over budget warns twice)."""
     cfg = WorldConfig(design="qemu-10.1", ram=X86_LAYOUT, dma_entry_limit=4, max_memslots=0)
     result = run(cfg, [op("vfio_register", 0, 0, 0x100008000)], backend)
-    warnings = [e for e in result.steps[0].events if e[0] == "budget"]
-    assert len(warnings) == 2 and all("warning" in e[3] for e in warnings)
+    warnings = [e for e in result.steps[0].events if isinstance(e, Budget)]
+    assert len(warnings) == 2 and all("warning" in e.message for e in warnings)
     assert result.steps[0].result == 0 and result.world.devices
 
 
@@ -166,8 +167,8 @@ def test_vfio_listener_region_add_new_container_refuses_gracefully(backend, desi
     result = run(cfg, [op("vfio_register", 0, 0, 0x100008000)], backend)
     assert result.steps[0].result == -ENOSPC
     assert not result.world.devices and result.world.vm_stopped is None
-    budget = [e for e in result.steps[0].events if e[0] == "budget"]
-    assert len(budget) == 1 and "refused" in budget[0][3]
+    budget = [e for e in result.steps[0].events if isinstance(e, Budget)]
+    assert len(budget) == 1 and "refused" in budget[0].message
 
 
 @pytest.mark.parametrize("design,stops", [("hardened", True), ("rdm-rollback", True),
@@ -187,6 +188,6 @@ def test_vfio_listener_region_add_initialized_container_hw_error(backend, design
     assert len(device.listeners) == 2
     if stops:
         assert ret == -ENOSPC and world.vm_stopped == -ENOSPC
-        assert any(e[0] == "budget" and "hw_error" in e[3] for e in world.events)
+        assert any(isinstance(e, Budget) and "hw_error" in e.message for e in world.events)
     else:
         assert ret == 0 and world.vm_stopped is None

@@ -1,4 +1,4 @@
-"""The world, the designs and the oracle (DESIGN.md 2.3-2.7, 3, 4.1).
+"""The world, the designs and the oracle (docs/semantics.md 2.3-2.7, 3, 4.1).
 
 Every invariant has a test that makes it fire (a known-bad design or a crafted state)
 and the same scenario on ``hardened`` stays silent.
@@ -15,6 +15,7 @@ from rig.trace.format import serialize
 from rig.world.config import X86_LAYOUT, RamSpec, WorldConfig
 from rig.world.designs import DESIGNS
 from rig.world.world import World
+from rig.world.events import Budget, Interleave
 
 from tests.conftest import BACKENDS
 
@@ -28,8 +29,8 @@ def backend(request):
 
 
 def seed_sequence(dev=0):
-    """DESIGN.md 2.7: allocate shared page; convert to private; discard shared page;
-    convert back; allocate shared page; device DMA hits the old mapping."""
+    """docs/semantics.md 2.7: allocate shared page; convert to private; discard shared
+    page; convert back; allocate shared page; device DMA hits the old mapping."""
     return [
         op("vfio_register", dev, 0x0, 0x10000),
         op("kvm_convert_memory", 0x2000, BS, SHARED),
@@ -171,8 +172,8 @@ def test_budget_check_refuses_or_warns(backend, design, refused):
     10.1 only warns (the device is added); since 2025 QEMU refuses the device."""
     cfg = WorldConfig(design=design, dma_entry_limit=64, max_memslots=60)
     result = run(cfg, [op("vfio_register", 0, 0, 0x10000)], backend)
-    events = [e for e in result.steps[0].events if e[0] == "budget"]
-    assert events and ("refused" in events[0][3]) == refused
+    events = [e for e in result.steps[0].events if isinstance(e, Budget)]
+    assert events and ("refused" in events[0].message) == refused
     assert (result.steps[0].result == -ENOSPC) == refused
     assert bool(result.world.devices) != refused
 
@@ -305,7 +306,7 @@ def replay_race():
 def test_interleaved_conversion_double_populates_on_qemu(backend):
     result = run(WorldConfig(design="rdm-rollback"), replay_race(), backend)
     step = result.steps[2]
-    assert [e[0] for e in step.events][:1] == ["interleave"]
+    assert [type(e) for e in step.events][:1] == [Interleave]
     assert result.outcome.invariant == "shared-unmapped"
     assert "gpa 0x3000" in result.outcome.detail and "gpa 0x4000" in result.outcome.detail
     qemu = run(WorldConfig(design="qemu-10.1"), replay_race(), backend)
@@ -357,11 +358,43 @@ def test_impossible_config_names_the_field(field, value, message):
         WorldConfig(**{field: value}).validate()
 
 
+#: name -> id of every design, pinned: the byte decoder picks a design by its id
+#: (rig.trace.decode.pick_id) and reports list designs in id order.  A new design appends
+#: its line here; no line ever changes.
+DESIGN_IDS = {
+    "uncoordinated": 0,
+    "keep-shared": 1,
+    "qemu-10.1": 2,
+    "rdm-rollback": 3,
+    "hardened": 4,
+    "inplace": 5,
+}
+
+
 def test_every_design_registered_with_a_contract():
-    assert list(DESIGNS) == ["uncoordinated", "keep-shared", "qemu-10.1", "rdm-rollback",
-                             "hardened", "inplace"]
+    assert {name: cls.id for name, cls in DESIGNS.items()} == DESIGN_IDS
+    assert [cls.id for cls in DESIGNS.values()] == sorted(DESIGN_IDS.values())
     for cls in DESIGNS.values():
         assert "Contract" in cls.__doc__ and "Expected verdict" in cls.__doc__
+
+
+def test_the_design_registry_refuses_a_missing_or_reused_id_or_name():
+    from rig.world.designs import by_id
+    from rig.world.designs.base import Design
+
+    def design(name, **attrs):
+        return type(name.title().replace("-", ""), (Design,), {"name": name, **attrs})
+
+    a, b = design("a", id=0), design("b", id=1)
+    assert list(by_id([b, a])) == ["a", "b"]  # id order, not discovery order
+    with pytest.raises(ValueError, match="'c' .* must set its own id.*next free one is 2"):
+        by_id([a, b, design("c")])
+    with pytest.raises(ValueError, match="'c' .*id 1 is already 'b'.s"):
+        by_id([a, b, design("c", id=1)])
+    with pytest.raises(ValueError, match="name 'a' is taken twice"):
+        by_id([a, b, design("a", id=2)])
+    with pytest.raises(ValueError, match="must set its own id"):
+        by_id([a, design("c", id=True)])
 
 
 def test_runs_are_deterministic_across_backends():
@@ -400,8 +433,8 @@ def test_failed_interleaved_conversion_stops_the_vm(backend):
 
 
 def _attr_agree_by_page_walk(world):
-    """attr-agree as DESIGN.md states it, one page at a time: the spec the oracle's set
-    algebra must match."""
+    """attr-agree as docs/semantics.md 4.1 states it, one page at a time: the spec the
+    oracle's set algebra must match."""
     items = []
     bs = world.config.block_size
     for block in world.blocks:

@@ -23,7 +23,7 @@ cdef extern from *:
 
 ROLLBACK_POLICIES = ("none", "listeners", "full", "sources")  # append-only: ids are bytes
 
-# Coverage marks: counters of rare paths, read by tests (STYLE.md "coverage marks").
+# Coverage marks: counters of rare paths, which tests read to prove they reach them.
 cdef enum:
     MARK_MIXTURE = 0
     MARK_NOTIFY_ROLLBACK = 1

@@ -3,6 +3,7 @@
 from rig.errors import EINVAL
 from rig.world.designs.base import Design
 from rig.world.host import PAGE_SIZE
+from rig.world.events import GiveUp
 
 
 class Hardened(Design):
@@ -33,6 +34,7 @@ class Hardened(Design):
     """
 
     name = "hardened"
+    id = 4
     rollback = "full"
     atomic = True
     stops_vm = False
@@ -71,7 +73,7 @@ class Hardened(Design):
             ret = self.retry(world, "kvm attribute restore", lambda: world.kvm_set_memory_attributes(
                 run_start, run_size, private))
             if ret:
-                world.event("give_up", "kvm attribute restore", run_start, run_size, ret)
+                world.event(GiveUp("kvm attribute restore", run_start, run_size, ret))
             i = j
 
     def kvm_convert_memory(self, world, start, size, to_private):
@@ -116,7 +118,7 @@ class Hardened(Design):
                 ret = self.retry(world, "discard", lambda: world.ram_block_discard_range(
                     block, offset, PAGE_SIZE))
                 if ret:
-                    world.event("give_up", "discard", gpa, PAGE_SIZE, ret)
+                    world.event(GiveUp("discard", gpa, PAGE_SIZE, ret))
 
     @staticmethod
     def discard_new_bits(world, block, before: set) -> None:
@@ -135,4 +137,4 @@ class Hardened(Design):
             step = lambda: world.ram_block_discard_guest_memfd_range(block, offset, length)  # noqa: E731
         ret = self.retry(world, "discard", step)
         if ret:
-            world.event("give_up", "discard", block.gpa + offset, length, ret)
+            world.event(GiveUp("discard", block.gpa + offset, length, ret))

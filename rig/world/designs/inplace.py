@@ -2,6 +2,7 @@
 
 from rig.errors import EINVAL
 from rig.world.designs.hardened import Hardened
+from rig.world.events import GiveUp
 
 
 class InPlace(Hardened):
@@ -17,6 +18,7 @@ class InPlace(Hardened):
     """
 
     name = "inplace"
+    id = 5
     inplace = True
 
     def kvm_convert_memory(self, world, start, size, to_private):
@@ -48,4 +50,4 @@ class InPlace(Hardened):
                     continue
                 ret = self.retry(world, "remap", lambda: block.attr.state_change(bit * bs, bs, False))
                 if ret:
-                    world.event("give_up", "remap", block.gpa + bit * bs, bs, ret)
+                    world.event(GiveUp("remap", block.gpa + bit * bs, bs, ret))

@@ -13,4 +13,5 @@ class KeepShared(Uncoordinated):
     """
 
     name = "keep-shared"
+    id = 1
     discard_shared = False

@@ -17,5 +17,6 @@ class Qemu101(Qemu101Conversion):
     """
 
     name = "qemu-10.1"
+    id = 2
     rollback = "none"
     budget_check = "warn"

@@ -1,6 +1,7 @@
 """The 2026 RamDiscardManager: listeners are rolled back on a populate failure."""
 
 from rig.world.designs.base import Qemu101Conversion
+from rig.world.events import RegisterError
 
 
 class RdmRollback(Qemu101Conversion):
@@ -16,9 +17,10 @@ class RdmRollback(Qemu101Conversion):
     """
 
     name = "rdm-rollback"
+    id = 3
     rollback = "listeners"
     budget_check = "refuse"
 
     def register_failed(self, world, device, ret):
-        world.event("register_error", device.dev, ret)
+        world.event(RegisterError(device.dev, ret))
         return 0

@@ -3,6 +3,7 @@
 from rig.errors import EINVAL
 from rig.world.designs.base import Qemu101Conversion
 from rig.world.device import Device
+from rig.world.events import UnmapError
 
 
 class Uncoordinated(Qemu101Conversion):
@@ -17,6 +18,7 @@ class Uncoordinated(Qemu101Conversion):
     """
 
     name = "uncoordinated"
+    id = 0
     budget_check = "warn"
     maps_private = True
 
@@ -40,6 +42,6 @@ class Uncoordinated(Qemu101Conversion):
         for iova, length in device.mappings:
             ret = device.container.unmap_dma(iova, length)
             if ret < 0:
-                world.event("unmap_error", iova, length, ret)
+                world.event(UnmapError(iova, length, ret))
         world.release_container(device)
         return 0

@@ -1,0 +1,89 @@
+"""The one atheris fuzz target: harness NAME of the registry (rig.drive.harnesses) run
+under libFuzzer.
+
+    python fuzz/<name>.py [libFuzzer flags] [corpus dirs]
+    python -m rig.drive.target NAME [libFuzzer flags] [corpus dirs]
+
+fuzz/<name>.py are generated wrappers that call ``main`` (``python ci/make_fuzz_seeds.py
+--write-targets fuzz/`` writes them from the registry): ``rig fuzz`` runs them, and
+ClusterFuzzLite bundles them with PyInstaller, which follows their top-level ``import
+rig.drive.target`` and the imports below into the package.
+
+This module imports nothing of the rig at its top: atheris instruments only the modules
+first imported inside ``instrument_imports()``, and a rig module imported before it would
+give libFuzzer no Python coverage.  hypothesis is imported before, so that its own code
+is not instrumented (include=["rig"] is the only filter).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: How ``python -m`` names this module (argv[0] of the -m form re-executes it).
+MODULE = "rig.drive.target"
+
+
+def fuzz_argv(script: str, argv: list[str]) -> list[str]:
+    """The argv atheris.Setup gets from ``argv`` (libFuzzer flags and corpus dirs after
+    argv[0]).  argv[0] must re-execute this target: libFuzzer's -merge, -fork and
+    -minimize_crash run it as a command.  ``script`` is the fuzz/<name>.py that calls
+    ``main`` (``python -m rig.drive.target NAME`` builds its own, see ``_module_main``).
+    A PyInstaller bundle (OSS-Fuzz's compile_python_fuzzer) re-executes itself, so it
+    keeps its own argv."""
+    if getattr(sys, "frozen", False):
+        return list(argv)
+    return [f"{sys.executable} {os.path.abspath(script)}"] + list(argv[1:])
+
+
+def setup(name: str):
+    """Import the rig under instrumentation and return (harness, custom mutator or None)
+    for NAME: a world harness targets RIG_FUZZ_DESIGN, else hardened."""
+    import atheris
+    import hypothesis  # noqa: F401  (imported before instrumentation: not instrumented)
+    import hypothesis.stateful  # noqa: F401  (idem: rig.drive.stateful uses it on first use)
+
+    with atheris.instrument_imports(include=["rig"]):
+        from rig.drive import harnesses
+
+    if name not in harnesses.HARNESSES or ":" in name:
+        raise SystemExit(f"rig.drive.target: unknown harness {name!r} (one of "
+                         f"{', '.join(harnesses.HARNESSES)})")
+    design = None
+    if harnesses.HARNESSES[name].kind == "world":
+        design = os.environ.get("RIG_FUZZ_DESIGN") or None
+    harness = harnesses.harness_for(name, design)
+    return harness, getattr(harness, "mutate", None)
+
+
+def run(name: str, argv: list[str]) -> None:
+    """Fuzz harness NAME with ``argv`` as atheris.Setup takes it (argv[0] re-executes)."""
+    import atheris
+
+    harness, mutator = setup(name)
+
+    def TestOneInput(data: bytes) -> None:
+        harness.one_input(data)
+
+    if mutator is not None:
+        atheris.Setup(argv, TestOneInput, custom_mutator=mutator)
+    else:
+        atheris.Setup(argv, TestOneInput)
+    atheris.Fuzz()
+
+
+def main(name: str, argv: list[str], script: str) -> None:
+    """The entry point of the generated fuzz/<name>.py: ``main(NAME, sys.argv, __file__)``."""
+    run(name, fuzz_argv(script, argv))
+
+
+def _module_main(argv: list[str]) -> None:
+    """``python -m rig.drive.target NAME [libFuzzer args]``."""
+    if len(argv) < 2 or argv[1].startswith("-"):
+        raise SystemExit(f"usage: python -m {MODULE} NAME [libFuzzer flags] [corpus dirs]")
+    name = argv[1]
+    run(name, [f"{sys.executable} -m {MODULE} {name}"] + argv[2:])
+
+
+if __name__ == "__main__":
+    _module_main(sys.argv)
