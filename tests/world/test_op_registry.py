@@ -61,8 +61,9 @@ def test_the_pin_fails_when_an_id_changes_is_reused_or_is_new():
     assert pin_errors({**ids, "replay": 9}) == ["op replay: id 9, pinned 7"]
     assert pin_errors({**ids, "replay": 6}) == ["op replay: id 6, pinned 7",
                                                 "an id is used twice"]
-    assert pin_errors({**ids, "guest_read": 8}) == ["pin the new op's id here: "
-                                                    "{'guest_read': 8}"]
+    free = max(ids.values()) + 1
+    assert pin_errors({**ids, "a_new_op": free}) == ["pin the new op's id here: "
+                                                     f"{{'a_new_op': {free}}}"]
 
 
 def test_every_op_is_a_world_method_and_dispatch_goes_through_the_registry():
