@@ -1,17 +1,32 @@
 """Build the Cython core.  Always cythonized from .pyx; generated .c is never committed.
 
-RIG_SANITIZE (unset by default) selects an instrumented build for native fuzzing
-coverage: ``fuzzer`` (clang, -fsanitize=fuzzer-no-link), ``address`` or ``undefined``
-(adds that sanitizer).  It needs clang.  ``rig fuzz`` builds it by itself (README.md,
-Fuzzing); docs/semantics.md 7 says why it takes clang and an atheris preload.
+The wheel also carries what a campaign needs outside the code: the ``.pyx``/``.pxd``
+sources (package data of rig.core.cy: the instrumented build, rig/drive/native.py,
+compiles them again with clang) and the shipped corpora, copied by the build step below
+from the checkout's top-level corpora/ into ``rig/_corpora/`` (rig.trace.corpus reads the
+checkout's folder when there is one, else that copy).
+
+RIG_SANITIZE (unset by default) selects an instrumented build of the package itself:
+``fuzzer`` (clang, -fsanitize=fuzzer-no-link), ``address`` or ``undefined`` (adds that
+sanitizer).  It needs clang.  ``rig fuzz`` does not use it: it builds its own
+instrumented copy into a cache (rig/drive/native.py; docs/semantics.md 7 says why it
+takes clang and an atheris preload).
 """
 
 import os
+import shutil
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
-MODULES = ("bitmap", "ram_block_attributes", "iommu", "vfio", "planted")
+HERE = Path(__file__).resolve().parent
+MODULES = sorted(path.stem for path in (HERE / "rig" / "core" / "cy").glob("*.pyx"))
+#: The corpora folders the package ships (corpora/README.md): the sweeps' scenarios, the
+#: designs table's cases, the regression corpus, the minimizer's unminimized findings
+#: and the core traces.  Not crashes/ nor the per-harness fuzzing corpora.
+SHIPPED_CORPORA = ("scenarios", "designs", "regressions", "unminimized", "core")
 
 sanitize = os.environ.get("RIG_SANITIZE", "").strip()
 compile_args = ["-O2"]
@@ -25,6 +40,31 @@ if sanitize:
     compile_args += [f"-fsanitize={flags}", "-g"]
     link_args += [f"-fsanitize={flags}"]
 
+
+class build_py_with_corpora(build_py):
+    """build_py, then the shipped corpora into <build>/rig/_corpora/ (an editable install
+    reads the checkout's corpora/ and gets no copy)."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        source = HERE / "corpora"
+        target = Path(self.build_lib) / "rig" / "_corpora"
+        shutil.rmtree(target, ignore_errors=True)
+        for name in SHIPPED_CORPORA:
+            folder = source / name
+            if not folder.is_dir():
+                raise SystemExit(f"{folder}: missing; the package ships it (setup.py)")
+            files = sorted(folder.glob("*.trace"))
+            if not files:
+                raise SystemExit(f"{folder}: no .trace files; the package ships them")
+            (target / name).mkdir(parents=True)
+            for path in files:
+                shutil.copyfile(path, target / name / path.name)
+        shutil.copyfile(source / "README.md", target / "README.md")
+
+
 extensions = [
     Extension(
         f"rig.core.cy.{name}",
@@ -36,6 +76,7 @@ extensions = [
 ]
 
 setup(
+    cmdclass={"build_py": build_py_with_corpora},
     ext_modules=cythonize(
         extensions,
         compiler_directives={"language_level": "3", "embedsignature": True},

@@ -25,11 +25,14 @@ EOVERFLOW = _errno.EOVERFLOW
 
 #: Exit codes, the same for every ``rig`` subcommand: 0 ok, 1 usage or input error, 2 a
 #: finding (a violation, a VM stop a trace does not expect, a core mismatch), 3 an
-#: internal error of the rig itself (including a run that could not do its job).
+#: internal error of the rig itself (including a run that could not do its job), 130
+#: interrupted.
 EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_FINDING = 2
 EXIT_INTERNAL = 3
+#: Interrupted (SIGINT, Ctrl-C): 128 + SIGINT, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):

@@ -9,6 +9,8 @@ disagrees with a backend, the backend is wrong until shown otherwise.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
+
 from rig.core.types import IommuMapping, MemoryRegionSection
 from rig.errors import EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, EOVERFLOW, EPERM
 
@@ -216,7 +218,9 @@ class ModelRamBlockAttributes:
 
 class ModelIommu:
     """docs/semantics.md 2.5 (``kind="type1"``) and 2.6 (``kind="iommufd"``), with a plain
-    dict."""
+    dict, and its keys in order (``starts``) so that a lookup is a bisection: a world's
+    shadow holds one mapping per shared page, and a scan of them all per map or per
+    translated page made a large world quadratic."""
 
     #: the host kernel's PAGE_SIZE: iommufd checks uptr and bounds length in host pages
     HOST_PAGE_SIZE = 0x1000
@@ -229,6 +233,7 @@ class ModelIommu:
         self.iova_ranges = list(iova_ranges or [(0, U64 - 1)])
         self.memlock_limit = memlock_limit
         self.maps: dict[int, IommuMapping] = {}
+        self.starts: list[int] = []  # sorted(self.maps)
         self.pinner = None
         self.fault_hook = None
         self.enoent_is_success = kind == "iommufd"
@@ -257,10 +262,19 @@ class ModelIommu:
         return sum(len(m.frames) for m in self.maps.values())
 
     def mappings(self) -> list[IommuMapping]:
-        return [self.maps[k] for k in sorted(self.maps)]
+        return [self.maps[k] for k in self.starts]
+
+    def _touching(self, iova: int, last: int) -> list[IommuMapping]:
+        """The mappings with a byte in [iova, last], ascending (mappings never overlap)."""
+        i = bisect_right(self.starts, iova) - 1
+        if i < 0 or self.maps[self.starts[i]].iova + self.maps[self.starts[i]].size <= iova:
+            i += 1
+        return [self.maps[k] for k in self.starts[i:bisect_right(self.starts, last)]]
 
     def find(self, iova: int):
-        for m in self.maps.values():
+        i = bisect_right(self.starts, iova) - 1
+        if i >= 0:
+            m = self.maps[self.starts[i]]
             if m.iova <= iova < m.iova + m.size:
                 return m
         return None
@@ -274,7 +288,10 @@ class ModelIommu:
         return m.frames[(iova - m.iova) // self.pgsize]
 
     def _overlaps(self, iova: int, size: int) -> bool:
-        return any(iova < m.iova + m.size and m.iova < iova + size for m in self.maps.values())
+        if size == 0:  # (never asked: a size 0 is refused first)
+            m = self.find(iova)
+            return m is not None and m.iova < iova
+        return bool(self._touching(iova, iova + size - 1))
 
     def _check_map_type1(self, iova: int, size: int, va: int) -> int:
         """vfio_dma_do_map(), in order."""
@@ -346,10 +363,12 @@ class ModelIommu:
         else:
             frames = list(vaddr)
         self.maps[iova] = IommuMapping(iova, size, tuple(frames), bool(readonly))
+        insort(self.starts, iova)
         return 0
 
     def _drop(self, m: IommuMapping) -> None:
         del self.maps[m.iova]
+        del self.starts[bisect_left(self.starts, m.iova)]
         if self.pinner is not None:
             self.pinner.unpin_pages(m.frames)
 
@@ -362,17 +381,17 @@ class ModelIommu:
         pg = self.pgsize
         if iova % pg or size == 0 or size % pg or iova + size > U64:
             return -EINVAL
-        for m in self.maps.values():
-            if m.iova < iova < m.iova + m.size:
+        end = iova + size
+        for m in (self.find(iova), self.find(end)):
+            if m is not None and m.iova < iova < m.iova + m.size:
                 return -EINVAL  # would bisect at the start
-            end = iova + size
-            if m.iova < end < m.iova + m.size:
+            if m is not None and m.iova < end < m.iova + m.size:
                 return -EINVAL  # would bisect at the end
         ret, _ = self._fault(self.site_unmap)
         if ret:
             return ret
         unmapped = 0
-        for m in self.mappings():
+        for m in self._touching(iova, end - 1):
             if iova <= m.iova and m.iova + m.size <= iova + size:
                 unmapped += m.size
                 self._drop(m)
@@ -388,7 +407,7 @@ class ModelIommu:
         if ret and allowed is None:
             return ret
         unmapped = 0
-        for m in self.mappings():
+        for m in self._touching(iova, last):
             m_last = m.iova + m.size - 1
             if m_last < iova or m.iova > last:
                 continue

@@ -51,6 +51,10 @@ OPSTREAM_REPEATS = 5  # best of, each on a fresh system
 BITMAP_REPEATS = 5  # best of, warm (the first bitmap_set is also reported cold)
 
 
+#: What exit 2 means for ``rig bench core``.
+_FINDING = "the core did not do the work asked of it (the figures would be lies)"
+
+
 class BenchFailure(Exception):
     """The core did not do the work the benchmark asked for: the figures would be lies."""
 
@@ -76,8 +80,14 @@ def _seed(text: str) -> int:
 
 def add_parser(sub) -> None:
     """Add ``bench`` (with its suites as sub-subcommands) to rig's subparsers ``sub``."""
+    from rig.cli.helptext import design_names, epilog, one_of
+
     p = sub.add_parser("bench", help="benchmarks (wall-clock figures, not tests)",
-                       description="Benchmarks of the rig.  Suites: core, world.")
+                       description="Benchmarks of the rig.  Suites: core, world.",
+                       epilog=epilog([("rig bench core", "the core's figures"),
+                                      ("rig bench world --json", "the world harnesses' "
+                                       "figures, as one JSON object")],
+                                     ok="measured", finding=_FINDING))
     suites = p.add_subparsers(dest="suite", metavar="SUITE", parser_class=type(p))
 
     def _no_suite(args) -> int:
@@ -90,7 +100,10 @@ def add_parser(sub) -> None:
         "core", help="Cython core vs pure twin vs model; bitmap vs memset; type1 at scale",
         description=("Cython core vs pure-Python twin vs model on one op stream; bitmap "
                      "scans vs memset; VFIO type1 with --mappings 4 KiB mappings.  "
-                     "Wall-clock figures; see docs/benchmarks.md."))
+                     "Wall-clock figures; see docs/benchmarks.md."),
+        epilog=epilog([("rig bench core", "every section at its default size"),
+                       ("rig bench core --ops 20000 --mappings 65536 --bits 16777216",
+                        "a quick run at a smaller scale")], ok="measured", finding=_FINDING))
     c.add_argument("--ops", type=_positive, default=100_000,
                    help="ops in the op stream (default 100000)")
     c.add_argument("--seed", type=_seed, default=0, help="seed of the op stream (default 0)")
@@ -105,13 +118,17 @@ def add_parser(sub) -> None:
         "world", help="world harness throughput per design; the oracle's share",
         description=("The convert harness' inner loop on fixed inputs, per design, with the "
                      "model shadow on and off; then each oracle check's share of the time.  "
-                     "Wall-clock figures; see docs/benchmarks.md."))
+                     "Wall-clock figures; see docs/benchmarks.md."),
+        epilog=epilog([("rig bench world", "every design, 400 inputs, best of 3"),
+                       ("rig bench world --design hardened --inputs 100 --json",
+                        "one design, fewer inputs, as JSON")], ok="measured"))
     w.add_argument("--inputs", type=_positive, default=400,
                    help="inputs per design (default 400)")
     w.add_argument("--seed", type=_seed, default=0, help="seed of the inputs (default 0)")
     w.add_argument("--repeats", type=_positive, default=3, help="best of (default 3)")
     w.add_argument("--design", action="append", dest="designs", metavar="DESIGN",
-                   help="a design to measure (repeatable; default every design)")
+                   help="a design to measure (repeatable; default every design): "
+                   f"{one_of(design_names())}")
     w.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     w.set_defaults(func=cmd_world)
 

@@ -27,9 +27,11 @@ def _first_sentence(doc: str | None) -> str:
 
 
 def designs() -> list[dict]:
-    from rig.world.designs import DESIGNS
+    from rig.world.designs import BUILT_IN, DESIGNS, SOURCES
 
-    return [{"name": name, "id": getattr(cls, "id", None),
+    # An external design has no id (the decoder never picks it): where it comes from.
+    return [{"name": name, "id": cls.id if name in BUILT_IN else None,
+             "source": SOURCES.get(name, "built-in"),
              "contract": {attr: getattr(cls, attr) for attr in DESIGN_CONTRACT
                           if hasattr(cls, attr)},
              "summary": _first_sentence(cls.__doc__)}
@@ -104,7 +106,8 @@ def text(data: dict) -> str:
         for row, d in zip(rows[1:], data["designs"]):
             out.append(row)
             out.append(" " * indent + " ".join(f"{k}={_yes(v)}"
-                                               for k, v in d["contract"].items()))
+                                               for k, v in d["contract"].items())
+                       + ("" if d["source"] == "built-in" else f" from={d['source']}"))
     if "harnesses" in data:
         out.append("harnesses (rig/drive/harnesses.py; fuzz/<name>.py, `rig fuzz`)")
         out += _table([["name", "kind", "default", "summary"]] + [

@@ -1,20 +1,38 @@
 """The ``rig`` command line.
 
-Exit codes, the same for every subcommand (docs/semantics.md 4.1): 0 ok, 1 usage or input
-error, 2 a violation (a finding), 3 an internal error of the rig itself.
+Exit codes, the same for every subcommand (docs/semantics.md 4.1; rig.errors): 0 ok, 1
+usage or input error, 2 a violation (a finding), 3 an internal error of the rig itself,
+130 interrupted.  Run as the command, the rig takes SIGPIPE's default action, as other
+command-line tools do: ``rig list | head`` ends quietly.
+
+Every subcommand and option carries its help text here; ``rig COMMAND --help`` ends with
+the exit codes and two examples (rig.cli.helptext).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import traceback
 
 import rig
-from rig.errors import EXIT_FINDING, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UsageError
+from rig.cli.helptext import (BACKEND_HELP, BACKENDS, IOMMUS, Formatter, design_names,
+                              epilog, harness_names, listed, one_of, scenario_names)
+from rig.errors import (EXIT_FINDING, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                        UsageError)
+
+DESCRIPTION = """\
+gmem-rig: deterministic fuzzing and fault injection for the confidential-VM
+memory-conversion path (KVM guest_memfd, QEMU RamBlockAttributes, VFIO).
+Run rig COMMAND --help for a command's options, exit codes and examples."""
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # argparse exits 2 by default; 2 means "finding" here
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
@@ -64,8 +82,10 @@ def _cmd_sweep(args) -> int:
     from rig.drive import sweep
     from rig.trace.corpus import scenarios as corpus_scenarios
     from rig.world.designs import DESIGNS
+    from rig.world.designs import resolve as resolve_design
 
     SCENARIOS = corpus_scenarios()
+    args.design = [resolve_design(d) for d in args.design or ()]  # (a spec is loaded)
     for name, known, what in ((args.design, DESIGNS, "design"),
                               (args.scenario, SCENARIOS, "scenario")):
         for value in name or ():
@@ -237,79 +257,234 @@ def _cmd_list(args) -> int:
     return EXIT_OK
 
 
+def _add_load(p) -> None:
+    """``--load SPEC``: the commands that read traces (whose headers may name a design
+    of one's own) and list designs."""
+    p.add_argument("--load", action="append", metavar="SPEC", default=[],
+                   help="load a design of your own first, path/to/file.py:Class or "
+                   "pkg.module:Class (repeatable; docs/your-design.md)")
+
+
+def _load_designs(args) -> None:
+    """Load the designs ``--load`` names (a bad spec is a UsageError: one line, exit 1)."""
+    specs = getattr(args, "load", None)
+    if specs:
+        from rig.world.designs import load_design
+
+        for spec in specs:
+            load_design(spec)
+
+
+def _add_parser(sub, name: str, summary: str, description: str, **kwargs):
+    """A subcommand: ``summary`` is its line in ``rig --help``, ``description`` heads
+    ``rig NAME --help``, ``kwargs`` the epilog and the rest."""
+    return sub.add_parser(name, help=summary, description=f"{summary}.\n\n{description}",
+                          **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rig", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"gmem-rig {rig.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    p = sub.add_parser("selftest", help="differential check of the core backends vs the model")
+    parser = _Parser(prog="rig", description=DESCRIPTION, epilog=epilog([
+        ("rig fuzz", "the default campaign: every default harness on the hardened design"),
+        ("rig replay corpora/regressions/*.trace",
+         "replay every known finding op by op; 0 when each is as its # expect: line says"),
+    ], ok="ok", finding="a finding (a violation, an unexpected VM stop, a core mismatch)"))
+    parser.add_argument("--version", action="version", version=f"gmem-rig {rig.__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
+                                title="commands")
+    designs, harnesses = design_names(), harness_names()
+    p = _add_parser(
+        sub, "selftest", "differential check of the core: Cython core vs pure-Python twin "
+        "vs reference model",
+        "Seeded random op streams run on every implementation of the core for a set of\n"
+        "configurations, stopping at the first disagreement.  Without the Cython core\n"
+        "built, the twin is checked against the model.",
+        epilog=epilog([("rig selftest", "400 ops on each configuration, seed 0"),
+                       ("rig selftest --seed 7 --ops 5000", "longer streams, other ops")],
+                      ok="every implementation agrees on every op",
+                      finding="the implementations disagree (the mismatch is printed)"))
     p.add_argument("--seed", type=int, default=0, help="seed of the op streams (default 0)")
     p.add_argument("--ops", type=int, default=400, help="ops per configuration (default 400)")
     p.set_defaults(func=_cmd_selftest)
-    p = sub.add_parser("designs", help="each design's contract and its verdict on the "
-                       "seed sequence and a 2nd-listener populate failure")
-    p.add_argument("--markdown", action="store_true", help="print docs/designs.md")
-    p.add_argument("--backend", choices=("cy", "pure"), default="cy")
+    p = _add_parser(
+        sub, "designs", "each design's contract and its verdicts (docs/designs.md)",
+        "Every design replays the designs table's cases (corpora/scenarios/ and\n"
+        "corpora/designs/: the seed sequence, a 2nd-listener populate failure, ...); the\n"
+        "table gives each design's contract and what the oracle reports for each case.",
+        epilog=epilog([("rig designs", "the table as text"),
+                       ("rig designs --markdown > docs/designs.md",
+                        "regenerate the document after adding a design")],
+                      ok="the table was printed"))
+    p.add_argument("--markdown", action="store_true",
+                   help="print the table as docs/designs.md (Markdown) instead of text")
+    p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
+    _add_load(p)
     p.set_defaults(func=_cmd_designs)
-    p = sub.add_parser("sweep", help="fail_nth fault sweeps over designs x backends x "
-                       "scenarios; exit 2 if a design that promises atomicity breaks")
-    p.add_argument("--design", action="append", help="design (repeatable; default all)")
-    p.add_argument("--iommu", action="append", choices=("type1", "iommufd"))
-    p.add_argument("--scenario", action="append", help="scenario (repeatable; default all)")
-    p.add_argument("--backend", choices=("cy", "pure"), default="cy")
-    p.add_argument("--coverage", action="store_true", help="print per-site reached/fired")
-    p.add_argument("--json", action="store_true")
+    p = _add_parser(
+        sub, "sweep", "fail_nth fault sweeps over designs x IOMMU backends x scenarios",
+        "Each scenario (corpora/scenarios/) is run once per fault-site hit, failing the\n"
+        "n-th hit, for each design and IOMMU backend; a verdict table follows, and with\n"
+        "--coverage how often each fault site was reached and fired.",
+        epilog=epilog([("rig sweep --design hardened --coverage",
+                        "sweep hardened on both backends and every scenario, with site coverage"),
+                       ("rig sweep --design qemu-10.1 --iommu iommufd --scenario mixed-range --json",
+                        "one cell, as JSON")],
+                      ok="no design that promises atomicity broke it",
+                      finding="a design that promises atomicity broke it (BROKEN PROMISE)"))
+    p.add_argument("--design", action="append", metavar="DESIGN",
+                   help=f"a design to sweep (repeatable; default every design): "
+                   f"{one_of(designs)}; or one of your own, path/to/file.py:Class or "
+                   "pkg.module:Class")
+    p.add_argument("--iommu", action="append", choices=IOMMUS,
+                   help="an IOMMU backend (repeatable; default both)")
+    listed(p.add_argument("--scenario", action="append", metavar="SCENARIO",
+                          help="a scenario of corpora/scenarios/ (repeatable; default every "
+                          "one)"), scenario_names)
+    p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
+    p.add_argument("--coverage", action="store_true",
+                   help="also print, per fault site, how often the sweeps reached and fired it")
+    p.add_argument("--json", action="store_true",
+                   help="print the cells, the coverage and the broken promises as JSON")
+    _add_load(p)
     p.set_defaults(func=_cmd_sweep)
-    p = sub.add_parser("replay", help="replay .trace files or raw crash files, op by op")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--harness", help="decode raw files with this harness (default convert, "
-                   "whose design is hardened; NAME:DESIGN picks another)")
-    p.add_argument("--backend", choices=("cy", "pure"), default="cy")
+    p = _add_parser(
+        sub, "replay", "replay .trace files or raw crash files, op by op",
+        "Each op with its result, the faults injected, its state changes and events and\n"
+        "the violations the oracle found; then the outcome and how it compares with the\n"
+        "trace's # expect: line.  A core trace runs on every implementation of the core\n"
+        "side by side.  A file that is not a trace is a raw libFuzzer input, decoded for\n"
+        "--harness.",
+        epilog=epilog([("rig replay corpora/regressions/*.trace",
+                        "every known finding; exit 0 when each is as its # expect: line says"),
+                       ("rig replay --harness convert:qemu-10.1 crash-1234",
+                        "a raw crash file of the convert harness, decoded on qemu-10.1")],
+                      ok="every file is ok or as its # expect: line says",
+                      finding="a violation, a VM stop or a core mismatch that a file does not "
+                      "expect"))
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="a .trace file (world or core trace), or a raw crash file")
+    p.add_argument("--harness", metavar="NAME[:DESIGN]",
+                   help="decode raw files with this harness (default convert, on hardened; "
+                   f"a world harness takes :DESIGN): {one_of(harnesses)}")
+    p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
     p.add_argument("--lenient", action="store_true",
                    help="skip what cannot be parsed (triage) instead of failing")
     p.add_argument("--no-differential", action="store_true",
                    help="do not run the reference model beside the core")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print the reports as JSON (one object; a list for several files)")
     p.add_argument("--quiet", action="store_true", help="one line per file")
+    _add_load(p)
     p.set_defaults(func=_cmd_replay)
-    p = sub.add_parser("minimize", help="shrink a failing trace or crash file and add it "
-                       "to the regression corpus")
-    p.add_argument("file", metavar="FILE")
+    p = _add_parser(
+        sub, "minimize", "shrink a failing trace or crash file and add it to the "
+        "regression corpus",
+        "The minimizer keeps the failure's signature while it drops ops, unfolds\n"
+        "interleavings and shrinks arguments and the header; the result is written under\n"
+        "--out only once it reproduces 3 times out of 3 in fresh processes.",
+        epilog=epilog([("rig minimize crash.trace",
+                        "minimize and write corpora/regressions/<signature>-<hash>.trace"),
+                       ("rig minimize --harness core_differential --no-write crash-5678",
+                        "decode a raw core crash, print its minimized core trace only")],
+                      ok="minimized; written, or already known (or printed, --no-write)"))
+    p.add_argument("file", metavar="FILE",
+                   help="a failing .trace file, or a raw crash file (decoded with --harness)")
     p.add_argument("--out", default="corpora/regressions",
                    help="where to write it (default corpora/regressions)")
-    p.add_argument("--harness", help="decode a raw file with this harness (NAME[:DESIGN])")
-    p.add_argument("--backend", choices=("cy", "pure"), default="cy")
-    p.add_argument("--lenient", action="store_true")
+    p.add_argument("--harness", metavar="NAME[:DESIGN]",
+                   help=f"decode a raw file with this harness: {one_of(harnesses)}")
+    p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
+    p.add_argument("--lenient", action="store_true",
+                   help="skip what cannot be parsed (triage) instead of failing")
     p.add_argument("--no-write", action="store_true",
                    help="print the minimized trace only (no 3/3 check, no file)")
+    _add_load(p)
     p.set_defaults(func=_cmd_minimize)
-    p = sub.add_parser("fuzz", help="the main job: a coverage-guided campaign over the fuzz "
-                       "harnesses (exit 2 on a finding)")
-    p.add_argument("--time", type=float, default=60.0,
-                   help="total time budget in seconds, split over the harnesses (default 60)")
-    p.add_argument("--harness", action="append",
-                   help="harness (repeatable; NAME:DESIGN fixes a world harness' design)")
-    p.add_argument("--design", help="design for the world harnesses (default hardened)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="libFuzzer -fork=N processes per harness (default 1)")
-    p.add_argument("--seed", type=int, default=1, help="libFuzzer -seed (default 1)")
+    from rig.drive.campaign import FUZZ_JSON_FIELDS, SMOKE_RUNS_HELP, default_jobs
+
+    p = _add_parser(
+        sub, "fuzz", "the main job: a coverage-guided campaign over the fuzz harnesses",
+        "Each harness of the campaign runs as libFuzzer workers of the in-package target\n"
+        "(python -m rig.drive.target NAME) against the instrumented core, one harness after\n"
+        "another, with live progress on stderr.  The campaign triages every crash itself:\n"
+        "the regression corpus' signatures and its own earlier findings are known, so one\n"
+        "bug is one finding however many inputs, workers and harnesses reach it; each new\n"
+        "finding is kept raw in CORPUS_DIR/crashes/, then minimized to a trace.  A harness\n"
+        "that ran no input, a worker that died without an artifact, a canary that did not\n"
+        "fail: exit 3, one line each.  The summary states each harness' runs and wall time.",
+        epilog=epilog([
+            ("rig fuzz --time 300", "every default harness against hardened, five minutes "
+             "of wall clock in all"),
+            ("rig fuzz --design ./mydesign.py:MyDesign --harness convert -- "
+             "-use_value_profile=1 -max_len=512",
+             "fuzz a design of your own with the convert harness, passing libFuzzer flags"),
+        ], ok="nothing new was found", finding="a new finding (one whose signature is not "
+            "in the regression corpus)") + "\n\n" + FUZZ_JSON_FIELDS)
+    p.add_argument("--time", type=float, default=60.0, metavar="SECONDS",
+                   help="wall-clock budget of the whole campaign: set-up (the instrumented "
+                   "build, the regression corpus), each harness' start-up, fuzzing, triage "
+                   "and minimizing (default 60).  Harnesses share it equally beyond what "
+                   "each needs to start; when it is below that, the last harnesses are "
+                   "dropped, with a warning")
+    p.add_argument("--harness", action="append", metavar="NAME[:DESIGN]",
+                   help="a harness to run (repeatable; default the default campaign's, "
+                   f"`rig list harnesses`): {one_of(harnesses)}; a world harness takes "
+                   ":DESIGN")
+    p.add_argument("--design", metavar="DESIGN",
+                   help=f"the design the world harnesses fuzz (default hardened): "
+                   f"{one_of(designs)}; or one of your own, path/to/file.py:Class or "
+                   "pkg.module:Class (docs/your-design.md)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="libFuzzer workers per harness (default: every core this process "
+                   f"may use, {default_jobs()} here).  libFuzzer's -jobs/-workers model: N "
+                   "processes on one corpus, each reloading the others' new inputs; the "
+                   "campaign starts them itself, so each one's progress, crashes and exit "
+                   "reach it, and restarts a worker a finding stopped")
+    p.add_argument("--seed", type=int, default=1,
+                   help="libFuzzer -seed of the first worker; the n-th worker started gets "
+                   "SEED+n (default 1)")
     p.add_argument("--native", choices=("fuzzer", "address", "undefined", "none"),
-                   default="fuzzer", help="instrumented core build (default fuzzer; none: "
-                   "plain gcc build, the core fuzzed blind)")
+                   default="fuzzer", help="instrumented core build: fuzzer (coverage, the "
+                   "default), address (ASan), undefined (UBSan), or none (the plain gcc "
+                   "build: the core fuzzed blind)")
     p.add_argument("--smoke", action="store_true",
-                   help="every harness for a fixed small number of runs with a fixed seed; "
-                   "the canaries must fail")
-    p.add_argument("--runs", type=int, help="with --smoke: runs per harness")
-    p.add_argument("--corpus-dir", default="corpora", help="corpora root (default corpora)")
-    p.add_argument("--artifacts", default="artifacts/fuzz",
-                   help="libFuzzer artifact folder (default artifacts/fuzz)")
-    p.add_argument("--no-minimize", action="store_true", help="keep raw findings only")
-    p.add_argument("--json", action="store_true")
+                   help="every harness, one worker each, for a fixed number of runs with a "
+                   "fixed seed (no --time); the canaries must fail")
+    p.add_argument("--runs", type=int, metavar="N",
+                   help=f"with --smoke: runs per harness (default {SMOKE_RUNS_HELP})")
+    p.add_argument("--corpus-dir", default="corpora", metavar="DIR",
+                   help="where each harness' corpus (DIR/NAME/) and the raw findings and "
+                   "their traces (DIR/crashes/) go (default corpora)")
+    p.add_argument("--artifacts", default="artifacts/fuzz", metavar="DIR",
+                   help="the workers' libFuzzer artifacts and the campaign's own files "
+                   "(known signatures, measured start-up, dictionaries; default "
+                   "artifacts/fuzz)")
+    p.add_argument("--no-minimize", action="store_true",
+                   help="keep the raw findings only, do not minimize them to traces")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON document on stdout (schema below); "
+                   "progress and logs stay on stderr")
+    p.add_argument("libfuzzer", nargs="*", metavar="-- -FLAG=VALUE",
+                   help="libFuzzer flags for every worker, after -- (-use_value_profile=1, "
+                   "-max_len=512, -only_ascii=1, -timeout=5, -dict=FILE, ...); they come "
+                   "after the campaign's own, so they win")
+    _add_load(p)  # (for --harness NAME:DESIGN with a design of one's own)
     p.set_defaults(func=_cmd_fuzz)
-    p = sub.add_parser("list", help="every registry: designs, harnesses, ops, fault sites "
-                       "(with their errnos), invariants (with their severity)")
+    from rig.cli.listing import SECTIONS
+
+    p = _add_parser(
+        sub, "list", "every registry: designs, harnesses, ops, fault sites, invariants",
+        "Read from the registries themselves: each design with its contract, each fuzz\n"
+        "harness with its kind and whether the default campaign runs it, each op with its\n"
+        "arguments, each fault site with its errnos, each invariant with its severity.",
+        epilog=epilog([("rig list harnesses", "the fuzz harnesses only"),
+                       ("rig list --json designs ops", "two sections, as JSON")],
+                      ok="listed"))
+    # Not argparse choices: an empty list (every section) would fail them (Python 3.11).
     p.add_argument("section", nargs="*", metavar="SECTION",
-                   help="only these (designs, harnesses, ops, fault_sites, invariants)")
+                   help=f"only these sections (default all): {one_of(SECTIONS)}")
     p.add_argument("--json", action="store_true", help="the same as JSON")
+    _add_load(p)
     p.set_defaults(func=_cmd_list)
     from rig.cli import bench
 
@@ -318,21 +493,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
+    """The ``rig`` command; ``argv`` None: run as the command (sys.argv), which also
+    gives SIGPIPE its default action, so that output cut short by a closed pipe ends
+    the process quietly, as it does any other tool's (a caller passing ``argv`` keeps
+    its own signal handling)."""
+    if argv is None and hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    command = "rig"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
+        command = f"rig {args.command}"
+        _load_designs(args)
         return args.func(args)
     except UsageError as exc:
-        print(f"rig {args.command}: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return EXIT_INTERNAL
+        print(f"{command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - the rig's own failure, never a finding
         traceback.print_exc()
-        print(f"rig {args.command}: internal error of the rig (exit 3)", file=sys.stderr)
+        print(f"{command}: internal error of the rig (exit 3)", file=sys.stderr)
         return EXIT_INTERNAL
 
 

@@ -270,8 +270,9 @@ def core_changes(before: dict | None, after: dict, config) -> list[str]:
             + ([f"-{format_bits(was - now)}"] if was - now else [])))
     for name in ("C", "D", "E"):
         a, b = old(f"{name}.mappings"), after[f"{name}.mappings"]
-        added = [format_mapping(m, frames=False) for m in b if m not in a]
-        removed = [format_mapping(m, frames=False) for m in a if m not in b]
+        was, now = set(a), set(b)  # (thousands of mappings: no list scans)
+        added = [format_mapping(m, frames=False) for m in b if m not in was]
+        removed = [format_mapping(m, frames=False) for m in a if m not in now]
         if added or removed:
             out.append(f"{name} mappings: {len(a)} -> {len(b)}"
                        + "".join(f"; +{m}" for m in added) + "".join(f"; -{m}" for m in removed))

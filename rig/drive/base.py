@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rig.trace.format import Trace, serialize
@@ -42,7 +43,56 @@ def _known_signatures() -> frozenset:
         return frozenset(line.strip() for line in f if line.strip())
 
 
+#: What the campaign (rig.drive.campaign) told this process it already has: the
+#: signatures of the regression corpus for this harness' design (or the core traces, for
+#: a core harness) and of the campaign's earlier findings.  Every harness skips an input
+#: whose finding has one of them (``is_known``) instead of crashing on it again.
 KNOWN = _known_signatures()
+#: The signatures this process skipped, each written once to RIG_FUZZ_SEEN (a file the
+#: campaign names, appended to) so that its summary can say which known findings its
+#: harnesses ran into.
+_SEEN: set = set()
+
+
+def is_known(signature: str) -> bool:
+    """Whether the campaign already has ``signature``; a known one is noted as seen."""
+    if signature not in KNOWN:
+        return False
+    if signature not in _SEEN:
+        _SEEN.add(signature)
+        path = os.environ.get("RIG_FUZZ_SEEN")
+        if path:
+            # One short O_APPEND write per signature: the workers of a harness share the
+            # file, and such a write is not interleaved with theirs.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{signature}\n".encode())
+            finally:
+                os.close(fd)
+    return True
+
+
+def exception_signature(exc: BaseException) -> str:
+    """The signature of what a harness raised: its own ``signature`` when it has one (a
+    Finding: "violation stale-mapping in ..."; a core DifferentialMismatch: "core
+    mismatch order in state_change", never the op index or arguments), else the
+    exception type and the first line of its message (a bug of the rig)."""
+    signature = getattr(exc, "signature", None)
+    if isinstance(signature, str) and signature:
+        return signature
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0][:80] if lines else ''}"
+
+
+@contextmanager
+def skipping_known():
+    """Run a harness input; an exception whose signature the campaign already has is
+    swallowed (the input is then uninteresting), any other goes on to libFuzzer."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised unless known
+        if not is_known(exception_signature(exc)):
+            raise
 
 
 def violation_signature(outcome, steps) -> str:
@@ -63,7 +113,7 @@ def report_violation(harness: str, outcome, trace, steps=None) -> None:
     if outcome.kind != "violation":
         return
     signature = violation_signature(outcome, steps)
-    if signature in KNOWN:
+    if is_known(signature):
         return
     raise Finding(harness, f"{signature} at op {outcome.op_index}: {outcome.detail}", trace,
                   signature)

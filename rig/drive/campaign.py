@@ -1,10 +1,43 @@
-"""``rig fuzz``: the main job.  Runs atheris harnesses (fuzz/*.py) as libFuzzer processes
-against the instrumented core when it can be built, shows live progress, and turns every
-crash into a minimized trace.
+"""``rig fuzz``: the main job.  Runs the harnesses of the registry (rig.drive.harnesses)
+as libFuzzer processes of the in-package target (``python -m rig.drive.target NAME``)
+against the instrumented core when it can be built, one harness after another, shows
+live progress, triages every crash in the parent and turns each new finding into a
+minimized trace.
+
+Triage is the parent's, once.  Before a harness starts, the campaign knows the
+signatures of the regression corpus (each trace of ``regressions/`` replayed: it counts
+for the harnesses whose design is the trace's; the core traces of ``core/`` for the core
+harnesses) and of its own earlier findings in the same scope (the design, or the core).
+A harness process gets them in RIG_FUZZ_KNOWN and skips an input whose finding has one
+(rig.drive.base.is_known), writing the signature to RIG_FUZZ_SEEN once; the campaign
+reads the crash inputs as libFuzzer writes them, computes their signatures in-process
+and tells the workers started from then on.  So one bug is one finding however many
+inputs, workers, restarts and harnesses reach it, a restart does not die on the input
+that ended the run before it, and the summary says which known findings were met.
 
 Nothing found is ever lost: libFuzzer writes each crash input before it exits; the
-campaign then copies it atomically into corpora/crashes/ *before* decoding or minimizing
-it, so a failure in the rig's own post-processing still leaves the raw finding.
+campaign copies it atomically into corpora/crashes/ *before* decoding or minimizing it,
+so a failure in the rig's own post-processing, or a Ctrl-C, still leaves the raw finding.
+
+Nothing is reported that did not happen: a harness that executed no input, a worker
+that died without an artifact that explains it, a canary that did not fail, or a
+harness that crashes again on a signature it was told is known, is an infrastructure
+failure (exit 3), one line each.  ``--time`` bounds the whole campaign's wall clock:
+the instrumented build, the corpus replays, every worker's start-up and the
+minimizations included.
+
+``--jobs N`` is libFuzzer's -jobs/-workers model: N independent libFuzzer processes per
+harness on one corpus folder, each reloading what the others add (-reload, every
+second).  The campaign starts the N workers itself rather than through libFuzzer's
+``-jobs=N`` launcher, which is one more instrumented interpreter start-up, writes each
+worker's output to fuzz-<n>.log in the working folder and outlives -max_total_time
+(``-jobs=2 -max_total_time=4`` took 7 s here): started here, every worker's progress,
+crash and exit status reach the campaign, a worker a finding stopped is restarted told
+the new signature, and each one is stopped (SIGTERM: libFuzzer prints its final
+stats) at the end of its harness' slot.  Not fork mode (-fork=N): each fork job is a new
+interpreter (1-2.5 s of start-up here) fuzzing 1 s, then 2 s, ...; the fork parent
+runs a merge of its own first and waits for its jobs (``-fork=2 -max_total_time=10``
+took 18.8 s here).
 """
 
 from __future__ import annotations
@@ -12,26 +45,79 @@ from __future__ import annotations
 import json
 import os
 import re
+import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rig.drive import harnesses, native
+from rig.drive import base, harnesses, native
 
 ROOT = Path(__file__).resolve().parents[2]
-STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+)(?: ft: \d+)? corp: (\d+)/\S+.*?exec/s: (\d+)")
-FORK_STATUS = re.compile(r"^#(\d+): cov: (\d+) ft: \d+ corp: (\d+) exec/s:? (\d+)")
+#: The version of ``rig fuzz --json``'s document (the fields are listed in `rig fuzz
+#: --help`); a field's meaning never changes within one version.
+SCHEMA = 1
+STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+)(?: ft: \d+)? corp: (\d+)/")
+FINAL_RUNS = re.compile(r"^stat::number_of_executed_units:\s*(\d+)")
+DONE = re.compile(r"^Done (\d+) runs in ")
+WRITTEN = re.compile(r"Test unit written to (\S+)")
+DICTIONARY = re.compile(r"^Dictionary: (\d+) entries")
+UNRECOGNIZED = re.compile(r"^WARNING: unrecognized flag '([^']*)'")
+ARTIFACT_KINDS = ("crash", "timeout", "oom", "leak")
 SMOKE_RUNS = {"canary": 100000, "native_canary": 300000}
 SMOKE_RUNS_DEFAULT = 1500
-#: First guess at the seconds a harness slot spends outside libFuzzer's -max_total_time
-#: (two instrumented interpreter start-ups: the fuzzing run and the corpus merge).  The
-#: campaign replaces it with what it measures on the harnesses already run.
-OVERHEAD_S = 5.0
-#: Restarts of one harness after findings within its time slot.
+SMOKE_RUNS_HELP = f"{SMOKE_RUNS_DEFAULT}; " + ", ".join(
+    f"{n} for {name}" for name, n in SMOKE_RUNS.items())
+#: First guess at a harness worker's start-up (the instrumented import, then libFuzzer
+#: running the corpus once), for a harness no earlier campaign measured; each campaign
+#: records what it measured (artifacts/startup.json) for the next one to plan with.
+STARTUP_S = 2.5
+#: The least fuzzing a harness is given once started: below it, it is dropped.
+MIN_FUZZ_S = 1.0
+#: What a harness needs after its workers are told to stop: their exit, the last triage.
+POST_S = 0.5
+#: The least time the minimization of one new finding gets, even in a late campaign.
+MINIMIZE_MIN_S = 1.0
+#: Restarts of the workers of one harness after findings within its time slot.
 RESTARTS_MAX = 12
+#: Seconds a worker told to stop (SIGTERM: libFuzzer prints its final stats) may take
+#: before it is killed.
+STOP_GRACE_S = 3.0
+#: A worker crashing again on a signature it was told is known, this often, is a harness
+#: that does not skip known findings: the campaign stops trusting its restarts.
+REPEATS_MAX = 2
+#: libFuzzer flags the campaign sets itself: after ``--`` they are refused, with the
+#: option that replaces them.
+OWN_FLAGS = {
+    "fork": "--jobs", "jobs": "--jobs", "workers": "--jobs", "max_total_time": "--time",
+    "seed": "--seed", "artifact_prefix": "--artifacts", "exact_artifact_path": "--artifacts",
+    "merge": "nothing: the workers add new inputs to the corpus themselves",
+    "set_cover_merge": "nothing", "minimize_crash": "rig minimize", "cleanse_crash": "nothing",
+    "close_fd_mask": "nothing: the campaign reads libFuzzer's output",
+    "print_final_stats": "nothing: the campaign needs them", "help": "nothing",
+}
+
+
+#: ``rig fuzz --json``'s document, for the help (``rig fuzz --help``) and the README.
+FUZZ_JSON_FIELDS = f"""\
+--json: stdout is one JSON document and nothing else, "schema": {SCHEMA}:
+  schema, seed, build (native-fuzzer, plain, pure-python, ...), mode (time | smoke),
+  time_budget_s, wall_seconds (the whole campaign), jobs, libfuzzer_flags,
+  interrupted, exit_code, errors (one line each: the exit-3 reasons),
+  findings (the new ones: harness, kind, signature, summary, raw, trace, known,
+    inputs, seen_by, replay),
+  silent_canaries, dropped and skipped ([{{name, reason}}]), not_run (interrupted),
+  harnesses: one object each: name, kind, build, workers, runs (inputs executed, all
+    workers and restarts), execs_per_s (runs per second of wall time), cov, corpus,
+    new_inputs, seconds (wall time), startup_s, slot_s, restarts, worker_runs (each
+    worker's runs, in start order), exit_codes,
+    findings, known_seen ([{{signature, source}}]: known findings it ran into),
+    first_finding_s, dictionary, dictionary_entries, command (the first worker's),
+    libfuzzer_args (its flags and corpus folders), error, interrupted."""
 
 
 @dataclass
@@ -43,71 +129,87 @@ class Finding:
     summary: str = ""
     signature: str = ""          # what kind of finding: told to later runs as known
     known: str | None = None     # the regression trace it matches, if it is not new
+    inputs: int = 1              # crash inputs with this signature, in this campaign
+    seen_by: list = field(default_factory=list)  # later harnesses that ran into it
 
     def replay_command(self) -> str:
+        from rig.world.designs import load_option
+
+        load = load_option(self.harness.partition(":")[2])  # a design of one's own
+        load = load + " " if load else ""
         if self.trace:
-            return f"rig replay {self.trace}"
-        return f"rig replay --harness {self.harness} {self.raw}"
+            return f"rig replay {load}{self.trace}"
+        return f"rig replay {load}--harness {self.harness} {self.raw}"
+
+    def to_json(self) -> dict:
+        return {"harness": self.harness, "kind": self.kind, "raw": self.raw,
+                "trace": self.trace, "summary": self.summary, "signature": self.signature,
+                "known": self.known, "inputs": self.inputs, "seen_by": list(self.seen_by),
+                "replay": self.replay_command()}
 
 
 @dataclass
 class HarnessRun:
     name: str
+    kind: str
     build: str
-    runs: int = 0
+    workers: int = 1
+    runs: int = 0                # inputs executed, every worker and restart together
     cov: int = 0
     corpus: int = 0
-    execs_per_s: int = 0
-    seconds: float = 0.0
+    new_inputs: int = 0          # files the corpus gained
+    execs_per_s: int = 0         # runs per second of the harness' wall time
+    seconds: float = 0.0         # wall time, start-up, triage and minimizing included
+    startup_s: float | None = None   # a worker's start-up until libFuzzer fuzzes (mean)
+    slot_s: float | None = None  # the wall time the plan gave it (None: smoke)
+    restarts: int = 0
+    worker_runs: list = field(default_factory=list)  # each worker's runs, in start order
     exit_codes: list = field(default_factory=list)
     findings: list = field(default_factory=list)
-    merged: int = 0
+    known_seen: list = field(default_factory=list)  # [{"signature", "source"}]
     first_finding_s: float | None = None  # seconds from the harness' start
+    dictionary: str | None = None
+    dictionary_entries: int | None = None
+    command: list = field(default_factory=list)         # the first worker's argv
+    libfuzzer_args: list = field(default_factory=list)  # its flags and corpus folders
+    error: str | None = None
+    interrupted: bool = False
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in vars(self).items() if k != "findings"}
+        out["findings"] = [f.to_json() for f in self.findings]
+        out["seconds"] = round(self.seconds, 2)
+        return out
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def corpus_dirs(root: Path, harness: str, scratch: Path | None = None) -> list[str]:
-    """Where libFuzzer writes new inputs (``scratch``, merged later), then the harness'
-    corpus (created and seeded when empty), then read-only extras."""
-    base = harness.split(":")[0]
-    main = root / base
+def default_jobs() -> int:
+    """Every core this process may run on (its affinity mask, else the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def corpus_dirs(root: Path, harness: str) -> list[str]:
+    """The harness' corpus (created and seeded when empty), where the workers add new
+    inputs, then read-only extras (trace_text: the regression corpus)."""
+    from rig.trace import corpus
+
+    base_name = harness.split(":")[0]
+    main = root / base_name
     main.mkdir(parents=True, exist_ok=True)
     if not any(main.iterdir()):
-        for i, seed in enumerate(harnesses.HARNESSES[base].seeds()):
+        for i, seed in enumerate(harnesses.HARNESSES[base_name].seeds()):
             (main / f"seed-{i:02d}").write_bytes(seed)
     dirs = [str(main)]
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
-        dirs.insert(0, str(scratch))
-    if base == "trace_text" and (root / "regressions").is_dir():
-        dirs.append(str(root / "regressions"))
+    regressions = corpus.root() / "regressions"
+    if base_name == "trace_text" and regressions.is_dir():
+        dirs.append(str(regressions))
     return dirs
-
-
-def merge(name: str, script: Path, env: dict, corpus_root: Path, scratch: Path,
-          art_dir: Path, known_file: Path) -> int:
-    """libFuzzer -merge=1: move the scratch inputs that add coverage into the corpus.
-    Known signatures are passed on so inputs that hit a known finding do not crash the
-    merge over and over.  Returns how many files the corpus gained."""
-    main = corpus_root / name.split(":")[0]
-    if not scratch.is_dir() or not any(scratch.iterdir()):
-        return 0
-    before = len(list(main.iterdir()))
-    proc_env = dict(os.environ, **env, RIG_FUZZ_KNOWN=str(known_file))
-    if ":" in name:
-        proc_env["RIG_FUZZ_DESIGN"] = name.split(":", 1)[1]
-    try:
-        subprocess.run([sys.executable, str(script), "-merge=1", "-timeout=20",
-                        f"-artifact_prefix={art_dir}/merge-", str(main), str(scratch)],
-                       cwd=ROOT, env=proc_env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=300)
-    except subprocess.TimeoutExpired:
-        _log(f"{name}: corpus merge timed out; the new inputs stay in {scratch}")
-    shutil.rmtree(scratch, ignore_errors=True)
-    return len(list(main.iterdir())) - before
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -116,6 +218,13 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, dst)
+
+
+def _write_lines(path: Path, lines) -> None:
+    """Replace ``path`` atomically: a worker starting now reads the old or the new list."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def keep_raw(harness: str, path: Path, crashes: Path) -> Path:
@@ -128,88 +237,647 @@ def keep_raw(harness: str, path: Path, crashes: Path) -> Path:
 
 
 def _rel(path) -> str:
-    path = Path(path)
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    """``path`` relative to the working directory when it is inside it (as the user typed
+    the corpus and artifact folders), else absolute."""
+    path = Path(path).resolve()
+    cwd = Path.cwd().resolve()
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
 
 
 def signature(harness: harnesses.Harness, data: bytes) -> str:
-    """What a crash input does, in a few words: used to minimize one input per kind."""
+    """What a crash input does, in a few words (rig.drive.base.exception_signature): the
+    campaign's one notion of "the same finding".  Computed with no known signature, so
+    that what the harness would skip in a worker is still named here."""
+    saved = base.KNOWN
+    base.KNOWN = frozenset()
     try:
         harness.one_input(data)
-    except harnesses.Finding as exc:
-        return exc.signature
-    except Exception as exc:  # noqa: BLE001 - a core mismatch or a bug of the rig
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+    except Exception as exc:  # noqa: BLE001 - a finding, a core mismatch or a bug of the rig
+        return base.exception_signature(exc)
+    finally:
+        base.KNOWN = saved
     return "does not reproduce in-process"
 
 
-def process_artifacts(harness: str, paths: list, crashes: Path, minimize_traces: bool) -> list:
-    """Raw files first (all of them), then one minimized trace per distinct outcome."""
-    h = harnesses.harness_for(harness)
-    kept = [(path.name.split("-")[0], keep_raw(harness, path, crashes)) for path in paths]
-    groups: dict = {}
-    counts: dict = {}
-    for kind, raw in kept:
-        data = raw.read_bytes()
-        key = (kind, signature(h, data) if kind == "crash" else kind)
-        counts[key] = counts.get(key, 0) + 1
-        if key not in groups or len(data) < len(groups[key][1]):
-            groups[key] = (raw, data)
-    findings = []
-    for (kind, sig), (raw, data) in sorted(groups.items()):
-        n = counts[(kind, sig)]
-        finding = Finding(harness, kind, _rel(raw), signature=sig,
-                          summary=f"{sig} ({n} input{'s' if n > 1 else ''})")
-        findings.append(finding)
-        if kind != "crash" or not minimize_traces:
-            continue
-        # The raw file is safe already; whatever goes wrong from here is reported on the
-        # finding and does not stop the campaign.
-        try:
-            trace = h.to_trace(data)
-            if trace is None:
-                continue
-            from rig.trace import minimize
+def scope_of(harness: harnesses.Harness) -> str:
+    """What a harness' findings are about, so that a signature found by one is known to
+    the others: its design (world harnesses), the core, or the canary itself."""
+    if harness.kind == "core":
+        return "core"
+    if harness.kind == "world":
+        return f"design {harness.name.partition(':')[2] or harnesses.DEFAULT_DESIGN}"
+    return f"harness {harness.name}"
 
-            m = minimize.Minimizer(trace)
-            m.minimize()
-            small = minimize.finalize(m, len(trace.ops))
-            out, _ = minimize.write(small, str(crashes))
+
+class Known:
+    """The signatures the campaign has, by scope (``scope_of``), each with where it comes
+    from: a regression trace, or the harness of this campaign that found it."""
+
+    def __init__(self):
+        self.by_scope: dict[str, dict[str, str]] = {}
+
+    def add(self, scope: str, sig: str, source: str) -> bool:
+        known = self.by_scope.setdefault(scope, {})
+        if sig in known:
+            return False
+        known[sig] = source
+        return True
+
+    def source(self, scope: str, sig: str) -> str | None:
+        return self.by_scope.get(scope, {}).get(sig)
+
+    def signatures(self, scope: str) -> list[str]:
+        return sorted(self.by_scope.get(scope, {}))
+
+
+def load_regressions(known: Known, log=_log) -> int:
+    """Replay the regression corpus (rig.trace.corpus.root()) and record each trace's
+    signature as known: a world trace for its design, a core trace for the core.
+    Returns how many were recorded."""
+    from rig.check.session import run
+    from rig.trace import core as core_trace
+    from rig.trace import corpus
+    from rig.trace.format import load
+
+    count = 0
+    for path in corpus.regressions():
+        try:
+            trace = load(str(path))
+            if trace.expect is None or trace.expect.kind != "violation":
+                continue  # an ok or VM-stop trace: no harness reports it
+            result = run(trace.config, trace.ops)
+        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the campaign
+            log(f"rig fuzz: WARNING: {_rel(path)}: {type(exc).__name__}: {exc}; not counted "
+                "as a known finding")
+            continue
+        # Known is what the trace says it shows and still shows: a trace that no longer
+        # fails as it expects names nothing known (the corpus tests report it).
+        if trace.expect.matches(result.outcome):
+            count += known.add(f"design {trace.config.design}",
+                               base.violation_signature(result.outcome, result.steps),
+                               _rel(path))
+    for path in sorted((corpus.root() / "core").glob("*.trace")):
+        try:
+            trace = core_trace.load(str(path))
+            if trace.expect is None or trace.expect.kind != "mismatch":
+                continue  # the core's ok traces: a mismatch on one is new, not known
+            result = core_trace.run_core(trace.config, trace.ops, harnesses._core_impls())
+        except Exception as exc:  # noqa: BLE001
+            log(f"rig fuzz: WARNING: {_rel(path)}: {type(exc).__name__}: {exc}; not counted "
+                "as a known finding")
+            continue
+        if result.outcome.kind == "mismatch" and trace.expect.matches(result.outcome):
+            count += known.add("core", result.outcome.error.signature, _rel(path))
+    return count
+
+
+def check_libfuzzer_args(extra: list[str]) -> None:
+    """Refuse what is not a libFuzzer flag, and the flags the campaign sets itself."""
+    from rig.errors import UsageError
+
+    for arg in extra:
+        if not re.match(r"^-[A-Za-z_]+=", arg):
+            raise UsageError(f"{arg!r} after --: libFuzzer flags are -name=value (the "
+                             "corpus folders are the campaign's: --corpus-dir)")
+        flag = arg[1:].split("=", 1)[0]
+        if flag in OWN_FLAGS:
+            raise UsageError(f"-{flag} after --: the campaign sets it; use {OWN_FLAGS[flag]}")
+
+
+# -- planning: wall-clock shares ------------------------------------------------------------
+
+def harness_cost(startup: float) -> float:
+    """The least wall time one harness needs: its start-up, a second of fuzzing and its
+    stop."""
+    return startup + MIN_FUZZ_S + POST_S
+
+
+def plan(names: list[str], left: float, cost) -> tuple[list[str], list[str]]:
+    """The harnesses that fit in ``left`` seconds, in order (``cost(name)``: each one's
+    least wall time), and the ones dropped from the end."""
+    kept: list[str] = []
+    total = 0.0
+    for name in names:
+        if total + cost(name) > left:
+            break
+        kept.append(name)
+        total += cost(name)
+    return kept, names[len(kept):]
+
+
+def slot(name: str, left: float, remaining: list[str], cost) -> float:
+    """The wall time of the next harness, ``name``: its own least cost plus an equal share
+    of what ``left`` holds beyond every remaining harness' least cost."""
+    spare = left - sum(cost(n) for n in remaining)
+    return cost(name) + max(0.0, spare) / len(remaining)
+
+
+def _load_startup(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+# -- the workers ----------------------------------------------------------------------------
+
+class Worker:
+    """One libFuzzer process of a harness; its stderr is read by the campaign's loop."""
+
+    def __init__(self, index: int, argv: list, env: dict, art_dir: Path, known: frozenset):
+        self.index = index
+        self.art_dir = art_dir
+        self.known = known          # what it was told at its start
+        self.started = time.monotonic()
+        self.inited: float | None = None
+        self.runs = 0
+        self.final: int | None = None
+        self.cov = 0
+        self.corpus = 0
+        self.written: list[Path] = []
+        self.dictionary_entries: int | None = None
+        self.unrecognized: list[str] = []
+        self.tail: deque = deque(maxlen=40)
+        self.stopping = False      # the campaign told it to stop
+        self.eof = False
+        self._buf = b""
+        # A session of its own: a Ctrl-C on the terminal reaches the campaign only (in a
+        # Python worker it would raise KeyboardInterrupt inside the harness, which
+        # libFuzzer reports as a crash); the campaign stops its workers itself.
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        os.set_blocking(self.proc.stderr.fileno(), False)
+
+    @property
+    def executed(self) -> int:
+        return self.final if self.final is not None else self.runs
+
+    def read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.proc.stderr.fileno(), 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self.eof = True
+                if self._buf:
+                    self._line(self._buf.decode("utf-8", "replace"))
+                    self._buf = b""
+                return
+            self._buf += chunk
+            *lines, self._buf = self._buf.split(b"\n")
+            for line in lines:
+                self._line(line.decode("utf-8", "replace"))
+
+    def _line(self, line: str) -> None:
+        line = line.rstrip("\r")
+        if line.strip() and not line.startswith("INFO: Instrumenting"):
+            self.tail.append(line)
+        m = STATUS.match(line)
+        if m:
+            count, kind, cov, corp = m.groups()
+            self.runs = max(self.runs, int(count))
+            self.cov = max(self.cov, int(cov))
+            self.corpus = int(corp)
+            if self.inited is None:  # (the first status line is libFuzzer's INITED)
+                self.inited = time.monotonic()
+            return
+        for pattern in (FINAL_RUNS, DONE):
+            m = pattern.match(line)
+            if m:
+                self.final = max(self.final or 0, int(m.group(1)))
+                return
+        m = WRITTEN.search(line)
+        if m:
+            self.written.append(Path(m.group(1)))
+            return
+        m = DICTIONARY.match(line)
+        if m:
+            self.dictionary_entries = int(m.group(1))
+            return
+        m = UNRECOGNIZED.match(line)
+        if m:
+            self.unrecognized.append(m.group(1))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None and not self.stopping:
+            self.stopping = True
+            try:
+                self.proc.terminate()
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+
+    def artifacts(self) -> list[Path]:
+        if not self.art_dir.is_dir():
+            return []
+        return sorted(p for p in self.art_dir.iterdir()
+                      if p.name.split("-")[0] in ARTIFACT_KINDS and ".tmp" not in p.name)
+
+    def why(self) -> str:
+        """The last line of its output that says something (for a one-line error)."""
+        for line in reversed(self.tail):
+            text = line.strip()
+            if text and not text.startswith(("INFO:", "stat::", "MS:", "#", "***")):
+                return text[:200]
+        return "no output"
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class Campaign:
+    """One ``rig fuzz`` run: its settings, what it knows, and the loop that runs a
+    harness' workers."""
+
+    def __init__(self, args, env: dict, build: str, corpus_root: Path, artifacts: Path,
+                 extra: list[str], jobs: int, log=_log):
+        self.args = args
+        self.env = env
+        self.build = build
+        self.corpus_root = corpus_root
+        self.artifacts = artifacts
+        self.crashes = corpus_root / "crashes"
+        self.extra = extra
+        self.jobs = jobs
+        self.log = log
+        self.known = Known()
+        self.findings: dict[tuple[str, str], Finding] = {}  # (scope, signature) -> finding
+        self.interrupted = False
+        self.usage_error: str | None = None
+        self.live: list[Worker] = []
+        self.progress = Progress()
+        #: harness -> a worker's measured start-up (artifacts/startup.json, then this run)
+        self.startup: dict[str, float] = {}
+        self._dictionaries: dict | None = None
+
+    # -- SIGINT -------------------------------------------------------------------------
+    def on_sigint(self, signum, frame) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+        self.interrupted = True
+        self.log("\nrig fuzz: interrupted: stopping the workers, then the summary "
+                 "(Ctrl-C again to stop at once)")
+
+    def kill_all(self) -> None:
+        for w in self.live:
+            w.kill()
+        for w in self.live:
+            try:
+                w.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    # -- one harness ----------------------------------------------------------------------
+    def worker_argv(self, h, seed: int, wdir: Path, fuzz_left: float | None,
+                    runs: int | None, dictionary: Path | None) -> list[str]:
+        args = [sys.executable, "-m", "rig.drive.target", h.base, f"-seed={seed}",
+                f"-artifact_prefix={wdir}/", "-print_final_stats=1", "-timeout=20",
+                "-rss_limit_mb=3072", "-max_len=4096"]
+        if dictionary is not None and not any(a.startswith("-dict=") for a in self.extra):
+            args.append(f"-dict={dictionary}")
+        if runs is not None:
+            args.append(f"-runs={runs}")
+        else:
+            # A backstop: the campaign stops its workers itself at the slot's end.
+            args.append(f"-max_total_time={max(1, int(fuzz_left) + 2)}")
+        return args + list(self.extra) + corpus_dirs(self.corpus_root, h.name)
+
+    def run_harness(self, name: str, slot_s: float | None, runs: int | None,
+                    campaign_deadline: float | None) -> HarnessRun:
+        h = harnesses.harness_for(name)
+        scope = scope_of(h)
+        jobs = 1 if runs is not None else self.jobs
+        run = HarnessRun(name, h.kind, self.build, workers=jobs, slot_s=slot_s and round(slot_s, 2))
+        start = time.monotonic()
+        fuzz_end = start + slot_s - POST_S if slot_s is not None else None
+        art_dir = self.artifacts / name.replace(":", "_")
+        art_dir.mkdir(parents=True, exist_ok=True)
+        self._salvage(name, art_dir)
+        known_file, seen_file = art_dir / "known-signatures", art_dir / "seen-signatures"
+        _write_lines(known_file, self.known.signatures(scope))
+        seen_file.write_text("")
+        dictionary = self.dictionary(name)
+        run.dictionary = _rel(dictionary) if dictionary is not None else None
+        main_corpus = Path(corpus_dirs(self.corpus_root, name)[0])
+        corpus_before = sum(1 for _ in main_corpus.iterdir())
+        env = dict(os.environ, **self.env, RIG_FUZZ_KNOWN=str(known_file),
+                   RIG_FUZZ_SEEN=str(seen_file))
+        env.pop("RIG_FUZZ_DESIGN", None)
+        if h.kind == "world":
+            env["RIG_FUZZ_DESIGN"] = name.partition(":")[2]
+        groups: dict[str, tuple[Finding, bytes]] = {}   # new findings of this harness
+        triaged: set = set()
+        repeats: dict[str, int] = {}
+        spawned = 0
+        finished: list[Worker] = []
+        errors: list[str] = []
+        sel = selectors.DefaultSelector()
+
+        def spawn() -> None:
+            nonlocal spawned
+            wdir = art_dir / f"worker-{spawned:02d}"
+            shutil.rmtree(wdir, ignore_errors=True)
+            wdir.mkdir(parents=True)
+            left = None if fuzz_end is None else fuzz_end - time.monotonic()
+            argv = self.worker_argv(h, self.args.seed + spawned, wdir, left, runs, dictionary)
+            if not run.command:
+                run.command = argv
+                run.libfuzzer_args = argv[4:]
+            w = Worker(spawned, argv, env, wdir, frozenset(self.known.signatures(scope)))
+            spawned += 1
+            self.live.append(w)
+            sel.register(w.proc.stderr, selectors.EVENT_READ, w)
+
+        def triage(w: Worker, path: Path) -> None:
+            if path in triaged or not path.is_file():
+                return
+            triaged.add(path)
+            raw = keep_raw(name, path, self.crashes)
+            kind = path.name.split("-")[0]
+            data = raw.read_bytes()
+            sig = signature(h, data) if kind == "crash" else kind
+            finding = self.findings.get((scope, sig))
+            if finding is not None or self.known.source(scope, sig) is not None:
+                if kind == "crash" and sig in w.known and sig != "does not reproduce in-process":
+                    repeats[sig] = repeats.get(sig, 0) + 1
+                if finding is not None and finding.harness == name:
+                    finding.inputs += 1
+                    smallest = groups[sig][1]
+                    if len(data) < len(smallest):
+                        finding.raw = _rel(raw)
+                        groups[sig] = (finding, data)
+                else:
+                    self._seen(run, scope, sig)
+                return
+            if run.first_finding_s is None:
+                run.first_finding_s = round(time.monotonic() - start, 1)
+            finding = Finding(name, kind, _rel(raw), signature=sig)
+            self.findings[(scope, sig)] = finding
+            self.known.add(scope, sig, f"found by {name} in this campaign")
+            groups[sig] = (finding, data)
+            run.findings.append(finding)
+            if kind == "crash":
+                # Workers started from now on skip it (restarts, the next harnesses).
+                _write_lines(known_file, self.known.signatures(scope))
+
+        def finish(w: Worker) -> None:
+            sel.unregister(w.proc.stderr)
+            w.proc.stderr.close()
+            w.proc.wait()
+            self.live.remove(w)
+            finished.append(w)
+            code = w.proc.returncode
+            run.exit_codes.append(code)
+            new = w.artifacts()
+            for path in new:
+                triage(w, path)
+            if w.unrecognized and self.usage_error is None:
+                self.usage_error = (f"libFuzzer does not know {', '.join(w.unrecognized)} "
+                                    "(the flags after --; libFuzzer's -help=1 lists them)")
+            if w.stopping or code == 0:
+                return
+            if not new:
+                errors.append(f"worker {w.index} {_exit_text(code)} after "
+                              f"{time.monotonic() - w.started:.1f} s with no artifact to "
+                              f"explain it: {w.why()}")
+                return
+            # A finding ended the worker: start another, told what is known by now.
+            if (runs is None and not self.interrupted and self.usage_error is None
+                    and run.restarts < RESTARTS_MAX
+                    and not any(n >= REPEATS_MAX for n in repeats.values())
+                    and fuzz_end - time.monotonic() >= self.startup_estimate(name) + MIN_FUZZ_S):
+                run.restarts += 1
+                spawn()
+
+        for _ in range(jobs):
+            spawn()
+        stop_sent: float | None = None
+        smoke_deadline = start + 900.0
+        try:
+            while self.live:
+                for key, _ in sel.select(timeout=0.2):
+                    key.data.read()
+                now = time.monotonic()
+                for w in list(self.live):
+                    for path in w.written:
+                        triage(w, path)
+                    if w.eof and w.proc.poll() is not None:
+                        finish(w)
+                    elif w.proc.poll() is not None and not w.eof:
+                        w.read()
+                end = fuzz_end if fuzz_end is not None else smoke_deadline
+                if stop_sent is None and (now >= end or self.interrupted
+                                          or self.usage_error is not None):
+                    stop_sent = now
+                    run.interrupted = self.interrupted
+                    for w in self.live:
+                        w.stop()
+                if stop_sent is not None:
+                    for w in self.live:
+                        w.stop()  # (a worker started just before the stop)
+                        if now - stop_sent > STOP_GRACE_S:
+                            w.kill()
+                self._tally(run, finished, main_corpus)
+                self.progress.update(run, now - start, slot_s)
+        except KeyboardInterrupt:
+            run.interrupted = self.interrupted = True
+            self.kill_all()
+            for w in list(self.live):
+                w.read()
+                finish(w)
+        sel.close()
+        self._tally(run, finished, main_corpus)
+        for sig in (seen_file.read_text().split("\n") if seen_file.exists() else ()):
+            if sig:
+                self._seen(run, scope, sig)
+        startups = [w.inited - w.started for w in finished if w.inited is not None]
+        run.startup_s = round(sum(startups) / len(startups), 2) if startups else None
+        entries = [w.dictionary_entries for w in finished if w.dictionary_entries is not None]
+        run.dictionary_entries = entries[0] if entries else None
+        run.corpus = sum(1 for _ in main_corpus.iterdir())
+        run.new_inputs = run.corpus - corpus_before
+        if slot_s is not None:
+            mdeadline = max(start + slot_s, time.monotonic() + MINIMIZE_MIN_S)
+            if campaign_deadline is not None:
+                mdeadline = min(mdeadline, max(campaign_deadline,
+                                               time.monotonic() + MINIMIZE_MIN_S))
+        else:
+            mdeadline = time.monotonic() + 60.0
+        for sig, (finding, data) in sorted(groups.items(), key=lambda kv: len(kv[1][1])):
+            self.minimize(h, finding, data, mdeadline)
+        for finding, _ in groups.values():
+            n = finding.inputs
+            finding.summary = f"{finding.signature} ({n} input{'s' if n > 1 else ''})" + \
+                finding.summary
+        repeated = sorted(s for s, n in repeats.items() if n >= REPEATS_MAX)
+        if repeated:
+            errors.insert(0, f"crashed {repeats[repeated[0]]} times on {repeated[0]!r}, which "
+                          "its workers were told is known: the harness does not skip known "
+                          "findings")
+        if not errors and run.runs == 0 and not run.interrupted:
+            if finished and all(w.stopping for w in finished):
+                errors.append(f"0 inputs executed: its workers were stopped after "
+                              f"{run.seconds:.1f} s, before libFuzzer ran an input "
+                              "(start-up took longer than the harness' share of --time)")
+            else:
+                errors.append("0 inputs executed: its workers exited without running an "
+                              f"input: {finished[-1].why() if finished else 'none started'}")
+        run.error = errors[0] if errors else None
+        run.seconds = time.monotonic() - start
+        run.execs_per_s = int(run.runs / run.seconds) if run.seconds > 0 else 0
+        self.progress.update(run, run.seconds, slot_s, final=True)
+        return run
+
+    def _tally(self, run: HarnessRun, finished: list, main_corpus: Path) -> None:
+        everyone = sorted(finished + self.live, key=lambda w: w.index)
+        run.worker_runs = [w.executed for w in everyone]
+        run.runs = sum(run.worker_runs)
+        run.cov = max([run.cov] + [w.cov for w in everyone])
+        live = [w.corpus for w in self.live if w.corpus]
+        if live:
+            run.corpus = max(live)
+
+    def _seen(self, run: HarnessRun, scope: str, sig: str) -> None:
+        """Harness ``run`` ran into ``sig``, which was known before it found it."""
+        finding = self.findings.get((scope, sig))
+        if finding is not None and finding.harness == run.name:
+            return  # its own finding, met again by a worker started since
+        if any(k["signature"] == sig for k in run.known_seen):
+            return
+        run.known_seen.append({"signature": sig,
+                               "source": self.known.source(scope, sig) or "known"})
+        if finding is not None and run.name not in finding.seen_by:
+            finding.seen_by.append(run.name)
+
+    def _salvage(self, name: str, art_dir: Path) -> None:
+        """Artifacts an earlier campaign left (it was killed before its triage) go to
+        corpora/crashes/ as they are; then the workers' folders start empty."""
+        for wdir in sorted(art_dir.glob("worker-*")):
+            for path in sorted(wdir.iterdir()) if wdir.is_dir() else ():
+                if path.name.split("-")[0] in ARTIFACT_KINDS and ".tmp" not in path.name:
+                    keep_raw(name, path, self.crashes)
+            shutil.rmtree(wdir, ignore_errors=True)
+
+    def dictionary(self, name: str) -> Path | None:
+        """The libFuzzer dictionary of harness ``name``: fuzz/<name>.dict of a checkout,
+        else the one rig.trace.dictionaries (their source of truth) generates, written
+        into the artifacts folder once per campaign (an installed package has no fuzz/).
+        None: the harness has none."""
+        from rig.trace import dictionaries
+
+        file = f"{name.split(':')[0]}.dict"
+        if file not in {f"{n}.dict" for n in dictionaries.FILES}:
+            return None
+        checkout = ROOT / "fuzz" / file
+        if (ROOT / "setup.py").is_file() and checkout.is_file():
+            return checkout
+        if self._dictionaries is None:
+            out = self.artifacts / "dictionaries"
+            out.mkdir(parents=True, exist_ok=True)
+            self._dictionaries = {}
+            for n, text in dictionaries.generate().items():
+                _write_lines(out / n, text.splitlines())
+                self._dictionaries[n] = out / n
+        return self._dictionaries[file]
+
+    def startup_estimate(self, name: str) -> float:
+        return self.startup.get(name) or self.startup_default()
+
+    def startup_default(self) -> float:
+        measured = [v for v in self.startup.values() if v]
+        return sum(measured) / len(measured) if measured else STARTUP_S
+
+    # -- minimizing -------------------------------------------------------------------
+    def minimize(self, h, finding: Finding, data: bytes, deadline: float) -> None:
+        """The smallest trace that fails the same way, within ``deadline`` (a bounded
+        minimizer keeps its best so far); the raw file is safe already, so whatever goes
+        wrong here is reported on the finding and does not stop the campaign."""
+        if finding.kind != "crash" or self.args.no_minimize:
+            return
+        stop = (lambda: time.monotonic() >= deadline or self.interrupted)
+        try:
+            if h.kind == "core":
+                from rig.trace import core as core_trace
+                from rig.trace import corpus
+
+                trace = h.to_core_trace(data)
+                m = _bounded(core_trace.CoreMinimizer, stop)(trace, harnesses._core_impls())
+                m.minimize()
+                out, _ = core_trace.write(core_trace.finalize(m, len(trace.ops)),
+                                          str(self.crashes))
+                regression = corpus.root() / "core" / Path(out).name
+            else:
+                trace = h.to_trace(data)
+                if trace is None:
+                    return
+                from rig.trace import corpus, minimize
+
+                m = _bounded(minimize.Minimizer, stop)(trace)
+                m.minimize()
+                out, _ = minimize.write(minimize.finalize(m, len(trace.ops)), str(self.crashes))
+                regression = corpus.root() / "regressions" / Path(out).name
             finding.trace = _rel(out)
-            known = crashes.parent / "regressions" / Path(out).name
-            if known.exists():
-                finding.known = _rel(known)
+            if m.stopped:
+                finding.summary += (f" (minimizing stopped at the time limit after {m.runs} "
+                                    "runs: `rig minimize` goes on)")
+            if regression.exists():
+                finding.known = _rel(regression)
                 finding.summary += f" (known: {finding.known})"
         except ValueError:
             finding.summary += " (the decoded trace does not fail in-process: flaky?)"
         except Exception as exc:  # noqa: BLE001 - a bug of the rig's own post-processing
             finding.summary += f" (post-processing failed: {type(exc).__name__}: {exc})"
-    return findings
 
 
-def slot_budget(time_left: float, harnesses_left: int, overhead: float) -> float:
-    """libFuzzer's -max_total_time for the next harness: an equal share of the time left
-    once every remaining harness has paid its overhead; at least one second, so each
-    harness runs even when the campaign is already late."""
-    return max(1.0, time_left / harnesses_left - overhead)
+def _bounded(cls, stop):
+    """``cls`` (a Minimizer or a CoreMinimizer) that tries no candidate once ``stop()``:
+    its passes then run out at once and it keeps the best trace so far."""
+
+    class Bounded(cls):
+        stopped = False
+
+        def try_(self, config, ops) -> bool:
+            if stop():
+                self.stopped = True
+                return False
+            return super().try_(config, ops)
+
+    return Bounded
 
 
 class Progress:
-    """One status line per harness: rewritten in place on a terminal, else every 5 s."""
+    """One status line per harness on stderr: rewritten in place on a terminal, else
+    every 5 s."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.last = 0.0
 
-    def update(self, run: HarnessRun, elapsed: float, budget: float, final: bool = False):
+    def update(self, run: HarnessRun, elapsed: float, budget: float | None,
+               final: bool = False):
         now = time.monotonic()
-        if not final and not self.tty and now - self.last < 5.0:
+        if not final and (now - self.last < (0.5 if self.tty else 5.0)):
             return
         self.last = now
-        text = (f"[{run.name:<24}] {elapsed:5.0f}/{budget:.0f}s runs={run.runs:<8} "
-                f"exec/s={run.execs_per_s:<6} cov={run.cov:<6} corpus={run.corpus:<5} "
-                f"findings={len(run.findings)}")
+        share = f"/{budget:.0f}s" if budget is not None else "s"
+        text = (f"[{run.name:<26}] {elapsed:5.1f}{share} runs={run.runs:<8} "
+                f"cov={run.cov:<6} corpus={run.corpus:<5} findings={len(run.findings)}")
         if self.tty and not final:
             self.stream.write("\r" + text)
         else:
@@ -217,187 +885,229 @@ class Progress:
         self.stream.flush()
 
 
-def run_harness(name: str, seconds: float, seed: int, env: dict, build: str, jobs: int,
-                corpus_root: Path, artifacts: Path, crashes: Path, progress: Progress,
-                runs: int | None = None, minimize_traces: bool = True,
-                extra: list | None = None) -> HarnessRun:
-    """One libFuzzer process for the harness.  A campaign runs in fork mode with crashes
-    ignored, so one finding does not end the harness' time; smoke runs a fixed -runs."""
-    h = harnesses.harness_for(name)
-    script = ROOT / "fuzz" / f"{h.script}.py"
-    run = HarnessRun(name, build)
-    art_dir = artifacts / name.replace(":", "_")
-    art_dir.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    known_file = art_dir / "known-signatures"
-    known_file.write_text("")
-    known: list = []
-    attempt = 0
-    while True:
-        remaining = seconds - (time.monotonic() - start)
-        if runs is None and remaining < 1 and attempt:
-            break  # (the first run always happens, for at least a second)
-        new = _run_once(run, script, name, art_dir, known_file, seed + attempt, remaining,
-                        runs, jobs, env, corpus_root, extra, progress, start, seconds)
-        if new:
-            if run.first_finding_s is None:
-                run.first_finding_s = round(time.monotonic() - start, 1)
-            found = process_artifacts(name, new, crashes, minimize_traces)
-            run.findings += found
-            known += [f.signature for f in found if f.signature]
-            known_file.write_text("".join(f"{k}\n" for k in known))
-        attempt += 1
-        # A finding ends a libFuzzer run; start again, told to stop reporting what is
-        # already known, until the time is used.  A smoke run is one fixed -runs pass.
-        if runs is not None or not new or attempt >= RESTARTS_MAX:
-            break
-    if runs is None:
-        run.merged = merge(name, script, env, corpus_root, art_dir / "new-inputs", art_dir,
-                           known_file)
-    run.seconds = time.monotonic() - start
-    if run.runs and run.seconds and not run.execs_per_s:
-        run.execs_per_s = int(run.runs / run.seconds)
-    progress.update(run, run.seconds, seconds, final=True)
-    return run
-
-
-def _run_once(run, script, name, art_dir, known_file, seed, remaining, runs, jobs, env,
-              corpus_root, extra, progress, start, seconds) -> list:
-    before = set(art_dir.iterdir())
-    args = [sys.executable, str(script), f"-seed={seed}", f"-artifact_prefix={art_dir}/",
-            "-print_final_stats=1", "-timeout=20", "-rss_limit_mb=3072", "-max_len=4096"]
-    if runs is not None:
-        args.append(f"-runs={runs}")
-    else:
-        args.append(f"-max_total_time={max(1, int(remaining))}")
-        if jobs > 1:
-            args += [f"-fork={jobs}", "-ignore_crashes=1", "-ignore_timeouts=1",
-                     "-ignore_ooms=1"]
-    args += list(extra or [])
-    args += corpus_dirs(corpus_root, name, art_dir / "new-inputs" if runs is None else None)
-    proc_env = dict(os.environ, **env, RIG_FUZZ_KNOWN=str(known_file))
-    if ":" in name:
-        proc_env["RIG_FUZZ_DESIGN"] = name.split(":", 1)[1]
-    base_runs = run.runs
-    proc = subprocess.Popen(args, cwd=ROOT, env=proc_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, errors="replace")
-    for line in proc.stderr:
-        m = STATUS.match(line)
-        if m:
-            count, _, cov, corp, eps = m.groups()
-        else:
-            m = FORK_STATUS.match(line)
-            if not m:
-                if line.startswith("Done ") and " runs in " in line:
-                    run.runs = base_runs + int(line.split()[1])
-                continue
-            count, cov, corp, eps = m.groups()
-        run.runs = max(run.runs, base_runs + int(count))
-        run.cov = max(run.cov, int(cov))
-        run.corpus = int(corp)
-        if int(eps):
-            run.execs_per_s = int(eps)
-        progress.update(run, time.monotonic() - start, seconds)
-    proc.wait()
-    run.exit_codes.append(proc.returncode)
-    return sorted(p for p in set(art_dir.iterdir()) - before
-                  if p.name.split("-")[0] in ("crash", "timeout", "oom", "leak"))
-
-
 def resolve(names, design: str | None) -> list[str]:
     out = []
     for name in names:
         if name not in harnesses.HARNESSES:
             raise ValueError(f"--harness {name!r}: not one of {', '.join(harnesses.HARNESSES)}")
-        base = name.split(":")[0]
-        if base in harnesses.WORLD_HARNESSES and ":" not in name:
-            name = f"{base}:{design or harnesses.DEFAULT_DESIGN}"
+        base_name = name.split(":")[0]
+        if base_name in harnesses.WORLD_HARNESSES and ":" not in name:
+            name = f"{base_name}:{design or harnesses.DEFAULT_DESIGN}"
         out.append(name)
     return out
 
 
 def summary_table(runs: list[HarnessRun]) -> list[str]:
-    lines = [f"{'harness':<26} {'build':<14} {'runs':>9} {'exec/s':>7} {'cov':>6} "
-             f"{'corpus':>6} {'merged':>6} {'findings':>8}"]
+    lines = [f"{'harness':<26} {'build':<14} {'workers':>7} {'runs':>9} {'exec/s':>7} "
+             f"{'cov':>6} {'corpus':>6} {'new':>5} {'findings':>8} {'wall':>7} {'start-up':>8}"]
     for r in runs:
-        lines.append(f"{r.name:<26} {r.build:<14} {r.runs:>9} {r.execs_per_s:>7} {r.cov:>6} "
-                     f"{r.corpus:>6} {r.merged:>6} {len(r.findings):>8}")
+        startup = f"{r.startup_s:.1f}s" if r.startup_s is not None else "-"
+        lines.append(f"{r.name:<26} {r.build:<14} {r.workers:>7} {r.runs:>9} "
+                     f"{r.execs_per_s:>7} {r.cov:>6} {r.corpus:>6} {r.new_inputs:>5} "
+                     f"{len(r.findings):>8} {r.seconds:>6.1f}s {startup:>8}")
     return lines
 
 
-def main(args) -> int:
-    from rig.errors import EXIT_FINDING, EXIT_INTERNAL, EXIT_OK, UsageError
+def _build(mode: str | None, log) -> tuple[dict, str]:
+    """The environment and label of the core the workers run."""
+    import rig.core
 
+    if rig.core.BACKEND == "pure":
+        log("rig fuzz: the core is the pure-Python twin (RIG_PUREPYTHON=1): no native build")
+        return {}, "pure-python"
+    return native.prepare(mode, log)
+
+
+def main(args) -> int:
+    from rig.errors import (EXIT_FINDING, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
+                            EXIT_USAGE, UsageError)
+
+    t0 = time.monotonic()
     if args.time <= 0:
         raise UsageError("--time must be > 0 seconds")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
+    extra = list(getattr(args, "libfuzzer", None) or [])
+    check_libfuzzer_args(extra)
     if args.design:
-        from rig.world.designs import DESIGNS
+        from rig.world.designs import resolve as resolve_design
 
-        if args.design not in DESIGNS:
-            raise UsageError(f"--design {args.design!r}: not one of {', '.join(DESIGNS)}")
+        # A spec (path/to/file.py:Class, pkg.module:Class) is loaded here, and reaches
+        # the harness processes through RIG_DESIGNS (rig.world.designs.load_design).
+        args.design = resolve_design(args.design)
     names = args.harness or (list(harnesses.HARNESSES) if args.smoke
                            else list(harnesses.DEFAULT_CAMPAIGN))
     try:
         names = resolve(names, args.design)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    jobs = args.jobs or default_jobs()
     corpus_root = Path(args.corpus_dir).resolve()
     artifacts = Path(args.artifacts).resolve()
-    crashes = corpus_root / "crashes"
+    artifacts.mkdir(parents=True, exist_ok=True)
     seed = args.seed
     mode = None if args.native == "none" else args.native
-    print(f"rig fuzz: seed={seed} {'smoke' if args.smoke else f'time={args.time}s'} "
-          f"jobs={args.jobs} native={args.native} harnesses={','.join(names)}", flush=True)
-    print(f"rig fuzz: corpora={corpus_root} artifacts={artifacts} crashes={crashes}", flush=True)
-    env, build = native.prepare(mode, _log)
-    progress = Progress()
-    results = []
-    # The budget is wall-clock for the whole campaign: each harness gets an equal share
-    # of what is left, less the overhead (start-up, merge, minimizing) measured so far.
-    deadline = time.monotonic() + args.time
-    overruns: list[float] = []
-    for i, name in enumerate(names):
-        base = name.split(":")[0]
-        if base == "native_canary" and build == "plain":
-            _log("skipping native_canary: it needs the instrumented build")
-            continue
-        runs = SMOKE_RUNS.get(base, args.runs or SMOKE_RUNS_DEFAULT) if args.smoke else None
-        overhead = sum(overruns) / len(overruns) if overruns else OVERHEAD_S
-        budget = slot_budget(deadline - time.monotonic(), len(names) - i, overhead)
-        result = run_harness(name, budget, seed, env, build, args.jobs, corpus_root,
-                             artifacts, crashes, progress, runs=runs,
-                             minimize_traces=not args.no_minimize)
-        results.append(result)
-        overruns.append(max(0.0, result.seconds - budget))
+    deadline = None if args.smoke else t0 + args.time
+    _log(f"rig fuzz: seed={seed} {'smoke' if args.smoke else f'time={args.time:g}s'} "
+         f"jobs={1 if args.smoke else jobs} native={args.native} harnesses={','.join(names)}")
+    _log(f"rig fuzz: corpora={corpus_root} artifacts={artifacts} "
+         f"crashes={corpus_root / 'crashes'}")
+    if extra:
+        _log(f"rig fuzz: libFuzzer flags: {' '.join(extra)}")
+    env, build = _build(mode, _log)
+    c = Campaign(args, env, build, corpus_root, artifacts, extra, jobs)
+    startup_file = artifacts / "startup.json"
+    cache = _load_startup(startup_file)
+    # Start-up depends on the build and on how many workers start at once.
+    key = f"{build} jobs={1 if args.smoke else jobs}"
+    c.startup = {k: v for k, v in (cache.get(key) or {}).items()
+                 if isinstance(v, (int, float)) and v > 0}
+    previous = signal.signal(signal.SIGINT, c.on_sigint)
+    results: list[HarnessRun] = []
+    late_start = False
+    dropped: list[dict] = []
+    skipped: list[dict] = []
+    errors: list[str] = []
+    try:
+        regressions = load_regressions(c.known)
+        _log(f"rig fuzz: {regressions} known signature(s) from the regression corpus; "
+             f"set-up took {time.monotonic() - t0:.1f} s")
+        todo = []
+        for name in names:
+            base_name = name.split(":")[0]
+            if base_name == "native_canary" and build in ("plain", "pure-python"):
+                why = ("the core is the pure-Python twin: it has no native branch to reach"
+                       if build == "pure-python" else "it needs the instrumented build")
+                _log(f"rig fuzz: skipping native_canary: {why}")
+                skipped.append({"name": name, "reason": why})
+                continue
+            todo.append(name)
+
+        def cost(name: str) -> float:
+            return harness_cost(c.startup_estimate(name))
+
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            kept, late = plan(todo, left, cost)
+            if late:
+                need = sum(cost(n) for n in todo)
+                why = (f"--time {args.time:g} leaves {left:.1f} s after set-up, below the "
+                       f"{need:.1f} s that {len(todo)} harnesses need to start and fuzz for "
+                       f"a second (about {need / len(todo):.1f} s each, start-up "
+                       f"{'measured by earlier campaigns' if c.startup else 'estimated'})")
+                if not kept:
+                    # Nothing fits (a first campaign may spend its budget building the
+                    # instrumented core): the first harness still runs, for its least
+                    # cost, and the overrun is said, rather than a campaign that ran
+                    # nothing.
+                    kept, late, late_start = late[:1], late[1:], True
+                    _log(f"rig fuzz: WARNING: {why}: running {kept[0]} anyway, so the "
+                         f"campaign ends about {cost(kept[0]) - max(0.0, left):.1f} s after "
+                         "its --time")
+                if late:
+                    _log(f"rig fuzz: WARNING: {why}: dropping {', '.join(late)}; give it "
+                         "more time to run them")
+                    dropped += [{"name": n, "reason": why} for n in late]
+            todo = kept
+        for i, name in enumerate(todo):
+            if c.interrupted or c.usage_error:
+                break
+            runs = None
+            slot_s = None
+            if args.smoke:
+                runs = SMOKE_RUNS.get(name.split(":")[0], args.runs or SMOKE_RUNS_DEFAULT)
+            else:
+                left = deadline - time.monotonic()
+                remaining, late = plan(todo[i:], left, cost)
+                if late_start and i == 0:
+                    remaining, late = todo[:1], []
+                if late:
+                    why = (f"the campaign ran late: {left:.1f} s left for {len(todo) - i} "
+                           "harnesses")
+                    _log(f"rig fuzz: WARNING: {why}: dropping {', '.join(late)}")
+                    dropped += [{"name": n, "reason": why} for n in late]
+                    todo[len(todo) - len(late):] = []
+                if not remaining:
+                    break
+                slot_s = slot(name, left, remaining, cost)
+            result = c.run_harness(name, slot_s, runs, deadline)
+            results.append(result)
+            if result.startup_s is not None:
+                c.startup[name] = result.startup_s
+    except KeyboardInterrupt:
+        c.interrupted = True
+    finally:
+        c.kill_all()  # (none is left but after a second Ctrl-C or a bug of the rig)
+        signal.signal(signal.SIGINT, previous)
+    if c.usage_error:
+        print(f"rig fuzz: {c.usage_error}", file=sys.stderr)
+        return EXIT_USAGE
+    if c.startup:
+        cache[key] = c.startup
+        try:
+            _write_lines(startup_file, json.dumps(cache, indent=1, sort_keys=True).splitlines())
+        except OSError:
+            pass
+    wall = time.monotonic() - t0
     findings = [f for r in results for f in r.findings]
     expected = {r.name for r in results if harnesses.harness_for(r.name).expect_crash}
     real = [f for f in findings if f.harness not in expected and not f.known]
     silent_canaries = sorted(n for n in expected
-                             if not any(f.harness == n for f in findings))
+                             if not any(f.harness == n for f in findings)
+                             and not next(r for r in results if r.name == n).interrupted)
+    for r in results:
+        if r.error:
+            errors.append(f"rig fuzz: {r.name}: {r.error}")
+    for n in silent_canaries:
+        errors.append(f"rig fuzz: {n}: the canary did not fail: the infrastructure is not "
+                      "reporting failures, so nothing it says about the other harnesses counts")
+    not_run = [] if not c.interrupted else [n for n in names if n not in
+                                            {r.name for r in results} | {d["name"] for d in
+                                                                           dropped + skipped}]
+    if c.interrupted:
+        code = EXIT_INTERRUPTED
+    elif errors:
+        code = EXIT_INTERNAL
+    else:
+        code = EXIT_FINDING if real else EXIT_OK
+    for line in errors:
+        _log(line)
     if args.json:
         print(json.dumps({
-            "seed": seed, "build": build, "harnesses": [r.__dict__ | {
-                "findings": [f.__dict__ for f in r.findings]} for r in results],
-            "findings": [f.__dict__ for f in real],
-            "silent_canaries": silent_canaries,
-        }, indent=1))
-    else:
-        print()
-        print("\n".join(summary_table(results)))
-        for r in results:
-            if r.first_finding_s is not None:
-                print(f"{r.name}: first finding after {r.first_finding_s:.1f} s")
-        for f in findings:
-            tag = " (expected: canary)" if f.harness in expected else ""
-            print(f"finding [{f.harness}] {f.kind}{tag}: {f.summary}")
-            print(f"    raw:    {f.raw}")
-            print(f"    replay: {f.replay_command()}")
-        if silent_canaries:
-            print(f"INFRASTRUCTURE FAILURE: the canary did not fail: {', '.join(silent_canaries)}")
-        known = sum(1 for f in findings if f.known)
-        print(f"rig fuzz: {len(real)} new finding(s)" + (f", {known} known" if known else ""))
-    if silent_canaries:
-        return EXIT_INTERNAL
-    return EXIT_FINDING if real else EXIT_OK
+            "schema": SCHEMA, "seed": seed, "build": build,
+            "mode": "smoke" if args.smoke else "time",
+            "time_budget_s": None if args.smoke else args.time,
+            "wall_seconds": round(wall, 2), "jobs": 1 if args.smoke else jobs,
+            "libfuzzer_flags": extra, "interrupted": c.interrupted,
+            "harnesses": [r.to_json() for r in results],
+            "dropped": dropped, "skipped": skipped, "not_run": not_run,
+            "findings": [f.to_json() for f in real],
+            "silent_canaries": silent_canaries, "errors": errors, "exit_code": code,
+        }, indent=1), flush=True)
+        return code
+    print("\n".join(summary_table(results)))
+    for reason in dict.fromkeys(d["reason"] for d in dropped):
+        print(f"dropped {', '.join(d['name'] for d in dropped if d['reason'] == reason)}: "
+              f"{reason}")
+    for r in results:
+        if r.first_finding_s is not None:
+            print(f"{r.name}: first finding after {r.first_finding_s:.1f} s")
+        for k in r.known_seen:
+            print(f"{r.name}: known finding seen: {k['signature']} ({k['source']})")
+    for f in findings:
+        tag = " (expected: canary)" if f.harness in expected else ""
+        print(f"finding [{f.harness}] {f.kind}{tag}: {f.summary}")
+        print(f"    raw:    {f.raw}")
+        if f.seen_by:
+            print(f"    also seen by: {', '.join(f.seen_by)}")
+        print(f"    replay: {f.replay_command()}")
+    if c.interrupted:
+        print(f"rig fuzz: interrupted after {wall:.1f} s"
+              + (f"; not run: {', '.join(not_run)}" if not_run else ""))
+    known = sum(1 for f in findings if f.known)
+    budget = "" if args.smoke else f" of a {args.time:g} s budget"
+    print(f"rig fuzz: {len(real)} new finding(s)" + (f", {known} known" if known else "")
+          + f"; {sum(r.runs for r in results)} runs in {wall:.1f} s{budget}"
+          + (f"; INFRASTRUCTURE FAILURE ({len(errors)}, exit 3: see stderr)" if errors
+             and not c.interrupted else ""))
+    return code

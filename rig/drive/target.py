@@ -45,6 +45,7 @@ def setup(name: str):
 
     with atheris.instrument_imports(include=["rig"]):
         from rig.drive import harnesses
+    instrument_external_designs(atheris)
 
     if name not in harnesses.HARNESSES or ":" in name:
         raise SystemExit(f"rig.drive.target: unknown harness {name!r} (one of "
@@ -54,6 +55,31 @@ def setup(name: str):
         design = os.environ.get("RIG_FUZZ_DESIGN") or None
     harness = harnesses.harness_for(name, design)
     return harness, getattr(harness, "mutate", None)
+
+
+def instrument_external_designs(atheris) -> list[str]:
+    """Instrument the code of the designs loaded from outside the package (RIG_DESIGNS,
+    the entry points): a design file is imported by its path, past the import hook of
+    ``instrument_imports``, and is the code under test, so libFuzzer must see its
+    edges.  Returns the qualified names of the functions instrumented."""
+    import types
+
+    from rig.world.designs import DESIGNS, SOURCES
+
+    modules = {klass.__module__ for name in SOURCES for klass in DESIGNS[name].__mro__
+               if klass.__module__ != "rig" and not klass.__module__.startswith("rig.")
+               and klass.__module__ != "builtins"}
+    done: dict[int, str] = {}
+    for module in sorted(m for m in modules if m in sys.modules):
+        for obj in list(vars(sys.modules[module]).values()):
+            members = vars(obj).values() if isinstance(obj, type) else (obj,)
+            for member in members:
+                func = getattr(member, "__func__", member)  # staticmethod, classmethod
+                if (isinstance(func, types.FunctionType) and func.__module__ == module
+                        and id(func) not in done):
+                    atheris.instrument_func(func)
+                    done[id(func)] = f"{module}.{func.__qualname__}"
+    return sorted(done.values())
 
 
 def run(name: str, argv: list[str]) -> None:

@@ -35,7 +35,7 @@ from rig.check.differential import (CORE_OPS, CORE_WORDS, MISMATCH_KINDS, NESTAB
                                     core_op_name, core_op_parts, format_core_op, run)
 from rig.core import ROLLBACK_POLICIES
 from rig.errors import ERRNO_BY_NAME
-from rig.trace.format import MAGIC, TraceError
+from rig.trace.format import MAGIC, TraceError, split_lines, stray_break
 from rig.trace.minimize import write_new
 
 #: The core header's keys, in canonical order (CoreConfig's fields).
@@ -141,7 +141,7 @@ def serialize(trace: CoreTrace) -> str:
 def is_core_trace(text: str) -> bool:
     """Whether ``text`` is a core trace: its first line that is neither blank nor the
     magic line is a core header."""
-    for line in text.splitlines():
+    for line in split_lines(text):
         line = line.strip()
         if line and line != MAGIC:
             return bool(_CORE_HEADER.match(line))
@@ -170,6 +170,8 @@ def _parse_header_value(key: str, text: str):
         value = int(text)
         if key == "nblocks" and not 1 <= value <= NBLOCKS_MAX:
             raise ValueError(f"nblocks: {value} is not in 1..{NBLOCKS_MAX}")
+        if key == "dma_entry_limit" and value >= 1 << 64:  # type1's is an unsigned long
+            raise ValueError(f"dma_entry_limit: {value} is not within 0..2^64-1")
         return value
     if key == "block_size":
         if not text.lower().startswith("0x"):
@@ -329,7 +331,7 @@ def parse_core_op_line(line: str) -> tuple:
 def parse(text: str, path: str = "<trace>", strict: bool = True) -> CoreTrace:
     """Parse a core trace; raises TraceError(path, line, message) on malformed input
     (strict) or records a warning and skips the line (lenient)."""
-    lines = text.splitlines()
+    lines = split_lines(text)
     warnings: list = []
 
     def fail(lineno: int, message: str):
@@ -337,6 +339,8 @@ def parse(text: str, path: str = "<trace>", strict: bool = True) -> CoreTrace:
             raise TraceError(path, lineno, message)
         warnings.append(f"{path}:{lineno}: {message} (skipped)")
 
+    if lines and stray_break(lines[0]):
+        fail(1, stray_break(lines[0]))
     if not lines or lines[0].strip() != MAGIC:
         if strict:
             raise TraceError(path, 1, f"not a gmem-rig trace: the first line must be {MAGIC!r}")
@@ -347,6 +351,9 @@ def parse(text: str, path: str = "<trace>", strict: bool = True) -> CoreTrace:
     ops: list = []
     start = 1 if lines and lines[0].strip() == MAGIC else 0
     for lineno, raw in enumerate(lines[start:], start=start + 1):
+        if lineno > 1 and stray_break(raw):
+            fail(lineno, stray_break(raw))
+            continue
         line = raw.strip()
         if not line:
             continue
@@ -398,7 +405,7 @@ def parse(text: str, path: str = "<trace>", strict: bool = True) -> CoreTrace:
 
 def load(path: str, strict: bool = True) -> CoreTrace:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:  # (lines end at "\n" only)
             text = f.read()
     except UnicodeDecodeError:
         raise TraceError(path, 1, "not a text trace (binary data)") from None

@@ -10,6 +10,8 @@ replays and minimizes as any other trace.  In a checkout the folder is the repos
 ``# scenario NAME: TEXT`` comment, its world the trace's header (the sweep and the
 designs table then swap the design and the IOMMU backend).
 ``design_cases()``: corpora/designs/*.trace, the further cases of the designs table.
+``regressions()``, ``core_traces()``, ``unminimized()``: the regression corpus, the core
+traces and the long forms of the known findings.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def root() -> Path:
-    """The corpora folder: the checkout's, else the installed copy.  RIG_CORPORA
-    overrides both (a folder laid out the same way)."""
+    """The corpora folder: the checkout's (the package's parent holds setup.py and
+    corpora/), else the installed copy.  RIG_CORPORA overrides both (a folder laid out
+    the same way)."""
     override = os.environ.get("RIG_CORPORA")
     if override:
         return Path(override)
     checkout = _PACKAGE.parent / "corpora"
-    if (checkout / "scenarios").is_dir():
+    if (_PACKAGE.parent / "setup.py").is_file() and (checkout / "scenarios").is_dir():
         return checkout
     return _PACKAGE / "_corpora"
 
@@ -77,6 +80,11 @@ def design_cases() -> dict[str, Scenario]:
 def regressions() -> list[Path]:
     """The regression corpus' traces, sorted."""
     return sorted((root() / "regressions").glob("*.trace"))
+
+
+def core_traces() -> list[Path]:
+    """The core traces of corpora/core/, sorted (the core harnesses' shipped cases)."""
+    return sorted((root() / "core").glob("*.trace"))
 
 
 def unminimized() -> list[Trace]:

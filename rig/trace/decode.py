@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from rig.world.faults import SITES, FaultSpec
 from rig.world.ops import OPS, POINT_ATTR, Op, OpSpec, before_point, nested_op, op
 from rig.world.config import X86_LAYOUT, RamSpec, WorldConfig
-from rig.world.designs import DESIGNS
+from rig.world.designs import BUILT_IN  # (external designs have no id: never decoded)
 
 OPS_MAX = 40
 
@@ -89,7 +89,7 @@ def _id_table(what: str, entries: dict[int, object]) -> tuple[dict, tuple[int, .
 
 #: id -> site and id -> design name, and the ids in order, as the decoder picks them.
 SITE_BY_ID, SITE_IDS = _id_table("fault site", {s.id: s for s in SITES.values()})
-DESIGN_BY_ID, DESIGN_IDS = _id_table("design", {c.id: n for n, c in DESIGNS.items()})
+DESIGN_BY_ID, DESIGN_IDS = _id_table("design", {c.id: n for n, c in BUILT_IN.items()})
 
 
 class Reader:

@@ -43,7 +43,7 @@ from rig.trace.decode import DecodeOptions, decode
 from rig.trace.format import (MAGIC, Trace, format_header, format_value, parse_expect,
                               parse_op_line, parse_value, serialize)
 from rig.world.config import CONFIG_FIELDS, RamSpec, WorldConfig
-from rig.world.designs import DESIGNS
+from rig.world.designs import BUILT_IN, DESIGNS
 from rig.world.faults import SITES, FaultSpec
 from rig.world.ops import OPS, POINT_ATTR, Op, OpSpec, before_point, format_op, nested_op, op
 
@@ -591,7 +591,7 @@ def text_sections() -> list[tuple[str, tuple[tuple[str, str], ...]]]:
     header = []
     for key in CONFIG_FIELDS:
         if key == "design":
-            values = tuple(DESIGNS)
+            values = tuple(BUILT_IN)  # (the same dictionary whatever RIG_DESIGNS loads)
         elif key == "iommu":
             values = ("type1", "iommufd")
         elif key == "budget_check":

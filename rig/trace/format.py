@@ -29,6 +29,27 @@ MAGIC = "# gmem-rig trace v1"
 from rig.check.oracle import INVARIANTS as INVARIANT_NAMES  # noqa: E402
 _KV = re.compile(r"^[a-z_]+=\S*$")
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
+#: What str.splitlines() also ends a line at, besides "\n" and "\r\n".  A trace line ends
+#: at "\n" only (editors and grep count lines so), and never contains one of these.
+_STRAY_BREAK = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def split_lines(text: str) -> list[str]:
+    r"""The lines of a trace: split at "\n" only, a "\r" before it dropped (CRLF text)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def stray_break(line: str) -> str | None:
+    """The error for a line holding a character some tools take as a line break, or
+    None: without it, a tool splitting at that character would count lines differently."""
+    m = _STRAY_BREAK.search(line)
+    if m is None:
+        return None
+    return (f"U+{ord(m.group()):04X} {m.group()!r} at column {m.start() + 1}: only "
+            "\"\\n\" (or \"\\r\\n\") ends a line of a trace")
 
 
 class TraceError(ValueError):
@@ -269,7 +290,7 @@ def parse_op_line(line: str, strict: bool = True, warnings: list | None = None) 
 def parse(text: str, path: str = "<trace>", strict: bool = True) -> Trace:
     """Parse a trace; raises TraceError(path, line, message) on malformed input (strict)
     or records a warning and skips the line (lenient)."""
-    lines = text.splitlines()
+    lines = split_lines(text)
     warnings: list = []
 
     def fail(lineno: int, message: str):
@@ -277,6 +298,8 @@ def parse(text: str, path: str = "<trace>", strict: bool = True) -> Trace:
             raise TraceError(path, lineno, message)
         warnings.append(f"{path}:{lineno}: {message} (skipped)")
 
+    if lines and stray_break(lines[0]):
+        fail(1, stray_break(lines[0]))
     if not lines or lines[0].strip() != MAGIC:
         if strict:
             raise TraceError(path, 1, f"not a gmem-rig trace: the first line must be {MAGIC!r}")
@@ -287,6 +310,9 @@ def parse(text: str, path: str = "<trace>", strict: bool = True) -> Trace:
     ops: list = []
     start = 1 if lines and lines[0].strip() == MAGIC else 0
     for lineno, raw in enumerate(lines[start:], start=start + 1):
+        if lineno > 1 and stray_break(raw):
+            fail(lineno, stray_break(raw))
+            continue
         line = raw.strip()
         if not line:
             continue
@@ -339,7 +365,7 @@ def parse(text: str, path: str = "<trace>", strict: bool = True) -> Trace:
 
 def load(path: str, strict: bool = True) -> Trace:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:  # (lines end at "\n" only)
             text = f.read()
     except UnicodeDecodeError:
         raise TraceError(path, 1, "not a text trace (binary data)") from None

@@ -70,7 +70,8 @@ class WorldConfig:
             raise ValueError(f"{name}: {why}")
 
         if self.design not in DESIGNS:
-            bad("design", f"unknown design {self.design!r} (one of {', '.join(DESIGNS)})")
+            bad("design", f"unknown design {self.design!r} (one of {', '.join(DESIGNS)}; "
+                "a design of your own: --load path/to/file.py:Class or RIG_DESIGNS)")
         if self.iommu not in ("type1", "iommufd"):
             bad("iommu", f"{self.iommu!r} is not type1 or iommufd")
         if not 0 <= self.dma_entry_limit < U64:

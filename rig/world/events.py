@@ -59,6 +59,20 @@ class IommuFault(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class IommuFaultRun(Event):
+    """``pages`` consecutive pages from ``iova`` that no mapping covers, each a fault
+    (a run longer than World.IOMMU_FAULT_RUN_MAX, which would print a line a page)."""
+
+    iova: int
+    pages: int
+    ret: int
+
+    def __str__(self) -> str:
+        return (f"IOMMU fault at iova 0x{self.iova:x}+0x{self.pages * 0x1000:x}: "
+                f"{self.pages} pages ({format_result(self.ret)})")
+
+
+@dataclass(frozen=True, slots=True)
 class Retry(Event):
     """A design retried ``what``: attempt number ``attempt``, after ``value`` (the errno
     of the failed attempt, or what was left to undo)."""

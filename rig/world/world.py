@@ -20,7 +20,7 @@ from rig.world.faults import FaultPlan, FaultSite, Injected, fault_site, make_pl
 from rig.world.ops import OPS, interleave_point, world_op
 from rig.world.config import WorldConfig
 from rig.world.device import Device
-from rig.world.events import Event, Fault, Interleave, IommuFault, Retry, VmStop
+from rig.world.events import Event, Fault, Interleave, IommuFault, IommuFaultRun, Retry, VmStop
 from rig.world.host import HUGE_PAGE_SIZE, PAGE_SIZE, FrameTable, HostFile, kvm_gmem_fallocate
 from rig.world.kvm import ATTRIBUTES_MAX, Kvm
 
@@ -333,7 +333,7 @@ class World:
         self.plan = plan if plan is not None else make_plan(
             config.faults, seed=config.seed, nth=config.fail_nth,
             p_activate=config.p_activate, p_fire=config.p_fire)
-        self.kvm = Kvm()
+        self.kvm = Kvm((r.gpa, r.size) for r in config.ram)
         self.frames = FrameTable()
         self.manager_calls: list = []   # ManagerCalls frames in progress
         self.order_violations: list[tuple] = []
@@ -537,8 +537,7 @@ class World:
             return ret
         if size > ATTRIBUTES_MAX:
             return -ENOMEM
-        gfns = range(start // PAGE_SIZE, (start + size) // PAGE_SIZE)
-        if all((g in self.kvm.private) == private for g in gfns):
+        if self.kvm.has_attribute(start, size, private):
             return 0
         fault = self.fault(self.KVM_SET_MEMORY_ATTRIBUTES.name)
         pinned = self._pinned_at if self.design.inplace else None
@@ -744,28 +743,50 @@ class World:
               ("dev:dev", "iova:addr", "size:size", "write:enum:write|read"), junk=True)
     def op_device_dma(self, dev: int, iova: int, size: int, write: bool) -> int:
         """Device DMA page by page through its IOMMU; returns the number of IOMMU faults
-        (0: every page translated), or -ENOENT if no such device is plugged."""
+        (0: every page translated), or -ENOENT if no such device is plugged.
+
+        Only mapped pages are translated one by one; a run of pages no mapping covers
+        (past the top of the IOVA space included) faults as a whole, -EFAULT for each
+        page, so the cost is the mappings the range meets, not its size.  A run of more
+        than IOMMU_FAULT_RUN_MAX pages is one event (``IommuFaultRun``)."""
         device = self.devices.get(("vfio", dev))
         if device is None:
             return -ENOENT
+        end = iova + size
+        at = iova // PAGE_SIZE * PAGE_SIZE
         faults = 0
-        first = iova // PAGE_SIZE * PAGE_SIZE
-        for page in range(first, iova + size, PAGE_SIZE):
-            if page >= 1 << 64:  # past the top of the IOVA space: nothing can map it
-                faults += 1
-                self.event(IommuFault(page, -EFAULT))
-                continue
-            frame_id = device.container.translate(page, write)
-            if frame_id < 0:
-                faults += 1
-                self.event(IommuFault(page, frame_id))
-                continue
-            if write:
-                self.tag += 1
-                self.frames.frames[frame_id].data = self.tag
-                if self.block_at(page) is not None and not self.kvm.is_private(page):
-                    self.expected_data[page] = self.tag
+        mapped = [(m.iova, m.iova + m.size) for m in device.container.mappings()
+                  if m.iova < end and at < m.iova + m.size]
+        for lo, hi in mapped + [(end, end)]:
+            if at < lo:  # unmapped: [at, lo) rounded out to whole pages
+                pages = -(-(lo - at) // PAGE_SIZE)
+                faults += pages
+                self._iommu_faults(at, pages)
+                at += pages * PAGE_SIZE
+            for page in range(at, min(hi, end), PAGE_SIZE):
+                frame_id = device.container.translate(page, write)
+                if frame_id < 0:
+                    faults += 1
+                    self.event(IommuFault(page, frame_id))
+                    continue
+                if write:
+                    self.tag += 1
+                    self.frames.frames[frame_id].data = self.tag
+                    if self.block_at(page) is not None and not self.kvm.is_private(page):
+                        self.expected_data[page] = self.tag
+            at = max(at, min(hi, end) + (-min(hi, end) % PAGE_SIZE))
         return faults
+
+    #: Unmapped runs up to this many pages print an event per page, longer ones one event.
+    IOMMU_FAULT_RUN_MAX = 64
+
+    def _iommu_faults(self, iova: int, pages: int) -> None:
+        """``pages`` pages from ``iova`` that no mapping covers: -EFAULT each."""
+        if pages > self.IOMMU_FAULT_RUN_MAX:
+            self.event(IommuFaultRun(iova, pages, -EFAULT))
+            return
+        for k in range(pages):
+            self.event(IommuFault(iova + k * PAGE_SIZE, -EFAULT))
 
     @world_op(7, "walk the populated (or discarded) runs of [gpa, gpa+size) through "
               "ram_block_attributes_rdm_replay_populated/_discarded",
