@@ -35,7 +35,7 @@ from rig.check.differential import (CORE_OPS, CORE_WORDS, MISMATCH_KINDS, NESTAB
                                     core_op_name, core_op_parts, format_core_op, run)
 from rig.core import ROLLBACK_POLICIES
 from rig.errors import ERRNO_BY_NAME
-from rig.trace.format import MAGIC, TraceError, split_lines, stray_break
+from rig.trace.format import MAGIC, Cursor, TraceError, split_lines, stray_break
 from rig.trace.minimize import write_new
 
 #: The core header's keys, in canonical order (CoreConfig's fields).
@@ -211,38 +211,6 @@ def parse_core_expect(text: str) -> CoreExpect:
     return CoreExpect("mismatch", what, op)
 
 
-class _Cursor:
-    def __init__(self, text: str):
-        self.text = text
-        self.pos = 0
-
-    def peek(self) -> str:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t":
-            self.pos += 1
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def expect(self, char: str, what: str) -> None:
-        if self.peek() != char:
-            found = self.text[self.pos:self.pos + 12] or "end of line"
-            raise ValueError(f"expected {char!r} {what}, found {found!r}")
-        self.pos += 1
-
-    def name(self, what: str) -> str:
-        self.peek()
-        m = _NAME.match(self.text, self.pos)
-        if not m:
-            raise ValueError(f"expected {what} at {self.text[self.pos:self.pos + 12]!r}")
-        self.pos = m.end()
-        return m.group()
-
-    def until(self, stops: str) -> str:
-        self.peek()
-        start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] not in stops:
-            self.pos += 1
-        return self.text[start:self.pos].strip()
-
-
 def _parse_arg(arg, text: str, op_name: str):
     where = f"{op_name}: argument {arg.name}"
     if not text:
@@ -276,7 +244,7 @@ def _parse_arg(arg, text: str, op_name: str):
     return text
 
 
-def _parse_op(cur: _Cursor) -> tuple:
+def _parse_op(cur: Cursor) -> tuple:
     """A call and, for a nest, its ``(nested: CALLBACKS CALL)`` property."""
     name = cur.name("an op name")
     spec = CORE_OPS.get(name)
@@ -320,7 +288,7 @@ def _parse_op(cur: _Cursor) -> tuple:
 
 def parse_core_op_line(line: str) -> tuple:
     """One op line (a trailing ``# comment`` is allowed and ignored)."""
-    cur = _Cursor(line)
+    cur = Cursor(line, _NAME)
     op = _parse_op(cur)
     rest = cur.until("")
     if rest and not rest.startswith("#"):

@@ -155,10 +155,13 @@ def parse_expect(text: str) -> Expect:
     return Expect("violation", None, words[1] if len(words) == 2 else None)
 
 
-class _Cursor:
-    def __init__(self, text: str):
+class Cursor:
+    """A scanner over one op line (world and core traces): names match ``names``."""
+
+    def __init__(self, text: str, names: re.Pattern = _NAME):
         self.text = text
         self.pos = 0
+        self.names = names
 
     def skip_ws(self):
         while self.pos < len(self.text) and self.text[self.pos] in " \t":
@@ -176,7 +179,7 @@ class _Cursor:
 
     def name(self, what: str) -> str:
         self.skip_ws()
-        m = _NAME.match(self.text, self.pos)
+        m = self.names.match(self.text, self.pos)
         if not m:
             raise ValueError(f"expected {what} at {self.text[self.pos:self.pos + 12]!r}")
         self.pos = m.end()
@@ -214,7 +217,7 @@ def _parse_arg(spec_arg, text: str, op_name: str):
     return text == words[0]
 
 
-def _parse_call(cur: _Cursor) -> tuple[str, tuple]:
+def _parse_call(cur: Cursor) -> tuple[str, tuple]:
     name = cur.name("an op name")
     spec = OPS.get(name)
     if spec is None:
@@ -235,7 +238,7 @@ def _parse_call(cur: _Cursor) -> tuple[str, tuple]:
     return name, tuple(_parse_arg(a, t, name) for a, t in zip(spec.args, raw))
 
 
-def _parse_props(cur: _Cursor, strict: bool, warnings: list) -> dict:
+def _parse_props(cur: Cursor, strict: bool, warnings: list) -> dict:
     props: dict = {}
     cur.expect("(", "opening the properties")
     while True:
@@ -276,7 +279,7 @@ def _parse_props(cur: _Cursor, strict: bool, warnings: list) -> dict:
 def parse_op_line(line: str, strict: bool = True, warnings: list | None = None) -> Op:
     """One op line (a trailing ``# comment`` is allowed and ignored)."""
     warnings = [] if warnings is None else warnings
-    cur = _Cursor(line)
+    cur = Cursor(line)
     name, args = _parse_call(cur)
     props = {}
     if cur.peek() == "(":
