@@ -246,23 +246,7 @@ def _parse_arg(arg, text: str, op_name: str):
 
 def _parse_op(cur: Cursor) -> tuple:
     """A call and, for a nest, its ``(nested: CALLBACKS CALL)`` property."""
-    name = cur.name("an op name")
-    spec = CORE_OPS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown core op {name!r}")
-    cur.expect("(", f"after {name}")
-    raw = []
-    if cur.peek() != ")":
-        while True:
-            raw.append(cur.until(",)"))
-            if cur.peek() == ",":
-                cur.pos += 1
-                continue
-            break
-    cur.expect(")", f"closing {name}(...)")
-    if len(raw) != len(spec.args):
-        raise ValueError(f"{name} takes {len(spec.args)} arguments "
-                         f"({', '.join(a.name for a in spec.args)}), not {len(raw)}")
+    name, spec, raw = cur.call(CORE_OPS, "core op")
     args = tuple(_parse_arg(a, t, name) for a, t in zip(spec.args, raw))
     if not spec.nested:
         if cur.peek() == "(":

@@ -192,6 +192,28 @@ class Cursor:
             self.pos += 1
         return self.text[start:self.pos].strip()
 
+    def call(self, specs: dict, what: str):
+        """``NAME(arg, ...)``: (name, its spec in ``specs``, the argument texts), the
+        number of arguments checked against ``spec.args``."""
+        name = self.name("an op name")
+        spec = specs.get(name)
+        if spec is None:
+            raise ValueError(f"unknown {what} {name!r}")
+        self.expect("(", f"after {name}")
+        raw = []
+        if self.peek() != ")":
+            while True:
+                raw.append(self.until(",)"))
+                if self.peek() == ",":
+                    self.pos += 1
+                    continue
+                break
+        self.expect(")", f"closing {name}(...)")
+        if len(raw) != len(spec.args):
+            raise ValueError(f"{name} takes {len(spec.args)} arguments "
+                             f"({', '.join(a.name for a in spec.args)}), not {len(raw)}")
+        return name, spec, raw
+
 
 def _parse_arg(spec_arg, text: str, op_name: str):
     where = f"{op_name}: argument {spec_arg.name}"
@@ -218,23 +240,7 @@ def _parse_arg(spec_arg, text: str, op_name: str):
 
 
 def _parse_call(cur: Cursor) -> tuple[str, tuple]:
-    name = cur.name("an op name")
-    spec = OPS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown op {name!r}")
-    cur.expect("(", f"after {name}")
-    raw = []
-    if cur.peek() != ")":
-        while True:
-            raw.append(cur.until(",)"))
-            if cur.peek() == ",":
-                cur.pos += 1
-                continue
-            break
-    cur.expect(")", f"closing {name}(...)")
-    if len(raw) != len(spec.args):
-        raise ValueError(f"{name} takes {len(spec.args)} arguments "
-                         f"({', '.join(a.name for a in spec.args)}), not {len(raw)}")
+    name, spec, raw = cur.call(OPS, "op")
     return name, tuple(_parse_arg(a, t, name) for a, t in zip(spec.args, raw))
 
 
