@@ -109,11 +109,13 @@ FUZZ_JSON_FIELDS = f"""\
   time_budget_s, wall_seconds (the whole campaign), jobs, libfuzzer_flags,
   interrupted, exit_code, errors (one line each: the exit-3 reasons),
   findings (the new ones: harness, kind, signature, summary, raw, trace, known,
-    inputs, seen_by, replay),
+    inputs, seen_by, same_trace (the other signatures whose inputs minimized to the
+    same trace: one bug, one finding), replay),
   silent_canaries, dropped and skipped ([{{name, reason}}]), not_run (interrupted),
   harnesses: one object each: name, kind, build, workers, runs (inputs executed, all
     workers and restarts), execs_per_s (runs per second of wall time), cov, corpus,
-    new_inputs, seconds (wall time), startup_s, slot_s, restarts, worker_runs (each
+    new_inputs, seconds (wall time), startup_s, slot_s, restarts, restart_cap_left_s
+    (the slot left when restarts ran out, else null), worker_runs (each
     worker's runs, in start order), exit_codes,
     findings, known_seen ([{{signature, source}}]: known findings it ran into),
     first_finding_s, dictionary, dictionary_entries, command (the first worker's),
@@ -131,6 +133,8 @@ class Finding:
     known: str | None = None     # the regression trace it matches, if it is not new
     inputs: int = 1              # crash inputs with this signature, in this campaign
     seen_by: list = field(default_factory=list)  # later harnesses that ran into it
+    #: Other signatures whose inputs minimized to this same trace: one bug, one finding.
+    same_trace: list = field(default_factory=list)
 
     def replay_command(self) -> str:
         from rig.world.designs import load_option
@@ -145,7 +149,7 @@ class Finding:
         return {"harness": self.harness, "kind": self.kind, "raw": self.raw,
                 "trace": self.trace, "summary": self.summary, "signature": self.signature,
                 "known": self.known, "inputs": self.inputs, "seen_by": list(self.seen_by),
-                "replay": self.replay_command()}
+                "same_trace": list(self.same_trace), "replay": self.replay_command()}
 
 
 @dataclass
@@ -163,6 +167,9 @@ class HarnessRun:
     startup_s: float | None = None   # a worker's start-up until libFuzzer fuzzes (mean)
     slot_s: float | None = None  # the wall time the plan gave it (None: smoke)
     restarts: int = 0
+    #: Seconds of its slot left when a worker ended on a finding after RESTARTS_MAX
+    #: restarts, and was not restarted (None: the cap was not reached).
+    restart_cap_left_s: float | None = None
     worker_runs: list = field(default_factory=list)  # each worker's runs, in start order
     exit_codes: list = field(default_factory=list)
     findings: list = field(default_factory=list)
@@ -658,11 +665,14 @@ class Campaign:
                 return
             # A finding ended the worker: start another, told what is known by now.
             if (runs is None and not self.interrupted and self.usage_error is None
-                    and run.restarts < RESTARTS_MAX
                     and not any(n >= REPEATS_MAX for n in repeats.values())
                     and fuzz_end - time.monotonic() >= self.startup_estimate(name) + MIN_FUZZ_S):
-                run.restarts += 1
-                spawn()
+                if run.restarts < RESTARTS_MAX:
+                    run.restarts += 1
+                    spawn()
+                elif run.restart_cap_left_s is None:
+                    # Said in the summary: the harness ends before its slot does.
+                    run.restart_cap_left_s = round(fuzz_end - time.monotonic(), 1)
 
         for _ in range(jobs):
             spawn()
@@ -842,6 +852,30 @@ class Campaign:
             finding.summary += " (the decoded trace does not fail in-process: flaky?)"
         except Exception as exc:  # noqa: BLE001 - a bug of the rig's own post-processing
             finding.summary += f" (post-processing failed: {type(exc).__name__}: {exc})"
+
+
+def merge_same_traces(results: list) -> None:
+    """Findings whose inputs minimized to the same trace are one bug: the first (in
+    campaign order) names the others' signatures, input counts and raw files, and they
+    leave their runs' lists, so neither the count of findings nor the table says one bug twice.  (Signatures
+    split a bug by the op that showed it and the faults that fired there; the minimized
+    trace is what the bug needs.)"""
+    first: dict = {}
+    for run in results:
+        kept = []
+        for finding in run.findings:
+            primary = first.get(finding.trace) if finding.trace else None
+            if primary is None:
+                if finding.trace:
+                    first[finding.trace] = finding
+                kept.append(finding)
+                continue
+            where = f" [{finding.harness}]" if finding.harness != primary.harness else ""
+            n = finding.inputs
+            primary.same_trace.append(f"{finding.signature}{where} ({n} input"
+                                      f"{'s' if n > 1 else ''}, raw: {finding.raw})")
+            primary.known = primary.known or finding.known
+        run.findings = kept
 
 
 def _bounded(cls, stop):
@@ -1049,6 +1083,7 @@ def main(args) -> int:
         except OSError:
             pass
     wall = time.monotonic() - t0
+    merge_same_traces(results)
     findings = [f for r in results for f in r.findings]
     expected = {r.name for r in results if harnesses.harness_for(r.name).expect_crash}
     real = [f for f in findings if f.harness not in expected and not f.known]
@@ -1094,12 +1129,18 @@ def main(args) -> int:
             print(f"{r.name}: first finding after {r.first_finding_s:.1f} s")
         for k in r.known_seen:
             print(f"{r.name}: known finding seen: {k['signature']} ({k['source']})")
+        if r.restart_cap_left_s is not None:
+            print(f"{r.name}: a worker ended on a finding after {RESTARTS_MAX} restarts and "
+                  f"was not restarted, {r.restart_cap_left_s:.1f} s before the end of its "
+                  "slot (so many new findings: fix some, or run the harness alone)")
     for f in findings:
         tag = " (expected: canary)" if f.harness in expected else ""
         print(f"finding [{f.harness}] {f.kind}{tag}: {f.summary}")
         print(f"    raw:    {f.raw}")
         if f.seen_by:
             print(f"    also seen by: {', '.join(f.seen_by)}")
+        if f.same_trace:
+            print(f"    same minimized trace as: {'; '.join(f.same_trace)}")
         print(f"    replay: {f.replay_command()}")
     if c.interrupted:
         print(f"rig fuzz: interrupted after {wall:.1f} s"

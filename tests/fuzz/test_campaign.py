@@ -514,3 +514,32 @@ def test_an_installed_package_generates_its_dictionaries(monkeypatch, tmp_path):
     assert path == tmp_path / "art" / "dictionaries" / "convert_explicit.dict"
     assert path.read_text() == dictionaries.generate()["convert_explicit.dict"]
     assert c.dictionary("iommu") is None
+
+
+def test_findings_that_minimize_to_one_trace_are_one_finding():
+    """Two signatures (the same bug seen from two ops) whose inputs minimized to the same
+    trace: the campaign reports one finding naming the other, in the table too."""
+    from rig.drive.campaign import Finding, HarnessRun, merge_same_traces, summary_table
+
+    a = Finding("convert_explicit:qemu-10.1", "crash", "crashes/a.raw", "crashes/x.trace",
+                signature="violation attr-agree in vfio_unregister", inputs=2)
+    b = Finding("convert_explicit:qemu-10.1", "crash", "crashes/b.raw", "crashes/x.trace",
+                signature="violation attr-agree in listener_register")
+    c = Finding("convert:qemu-10.1", "crash", "crashes/c.raw", "crashes/x.trace",
+                signature="violation attr-agree in kvm_convert_memory",
+                known="corpora/regressions/x.trace")
+    d = Finding("convert:qemu-10.1", "crash", "crashes/d.raw", "crashes/y.trace",
+                signature="violation stale-mapping in kvm_convert_memory")
+    runs = [HarnessRun("convert_explicit:qemu-10.1", "world", "plain"),
+            HarnessRun("convert:qemu-10.1", "world", "plain")]
+    runs[0].findings, runs[1].findings = [a, b], [c, d]
+    merge_same_traces(runs)
+    assert runs[0].findings == [a] and runs[1].findings == [d]
+    assert a.same_trace == [
+        "violation attr-agree in listener_register (1 input, raw: crashes/b.raw)",
+        "violation attr-agree in kvm_convert_memory [convert:qemu-10.1] (1 input, raw: "
+        "crashes/c.raw)"]
+    assert a.known == "corpora/regressions/x.trace"  # one of its inputs is a known bug
+    assert a.inputs == 2 and not d.same_trace
+    table = summary_table(runs)
+    assert [line.split()[-3] for line in table[1:]] == ["1", "1"]  # the findings column
