@@ -35,7 +35,7 @@ from rig.check.differential import (CORE_OPS, CORE_WORDS, MISMATCH_KINDS, NESTAB
                                     core_op_name, core_op_parts, format_core_op, run)
 from rig.core import ROLLBACK_POLICIES
 from rig.errors import ERRNO_BY_NAME
-from rig.trace.format import MAGIC, Cursor, TraceError, split_lines, stray_break
+from rig.trace.format import MAGIC, Cursor, TraceError, split_lines, trace_lines
 from rig.trace.minimize import write_new
 
 #: The core header's keys, in canonical order (CoreConfig's fields).
@@ -283,32 +283,12 @@ def parse_core_op_line(line: str) -> tuple:
 def parse(text: str, path: str = "<trace>", strict: bool = True) -> CoreTrace:
     """Parse a core trace; raises TraceError(path, line, message) on malformed input
     (strict) or records a warning and skips the line (lenient)."""
-    lines = split_lines(text)
-    warnings: list = []
-
-    def fail(lineno: int, message: str):
-        if strict:
-            raise TraceError(path, lineno, message)
-        warnings.append(f"{path}:{lineno}: {message} (skipped)")
-
-    if lines and stray_break(lines[0]):
-        fail(1, stray_break(lines[0]))
-    if not lines or lines[0].strip() != MAGIC:
-        if strict:
-            raise TraceError(path, 1, f"not a gmem-rig trace: the first line must be {MAGIC!r}")
-        warnings.append(f"{path}:1: missing {MAGIC!r}")
+    _, body, fail, warnings = trace_lines(text, path, strict)
     values: dict | None = None
     expect = None
     comments: list = []
     ops: list = []
-    start = 1 if lines and lines[0].strip() == MAGIC else 0
-    for lineno, raw in enumerate(lines[start:], start=start + 1):
-        if lineno > 1 and stray_break(raw):
-            fail(lineno, stray_break(raw))
-            continue
-        line = raw.strip()
-        if not line:
-            continue
+    for lineno, line in body:
         if line.startswith("#"):
             body = line[1:].strip()
             if _CORE_HEADER.match(line):

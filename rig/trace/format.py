@@ -296,9 +296,12 @@ def parse_op_line(line: str, strict: bool = True, warnings: list | None = None) 
     return Op(name, args, tuple(sorted(props.items())))
 
 
-def parse(text: str, path: str = "<trace>", strict: bool = True) -> Trace:
-    """Parse a trace; raises TraceError(path, line, message) on malformed input (strict)
-    or records a warning and skips the line (lenient)."""
+def trace_lines(text: str, path: str, strict: bool):
+    """What every trace (world or core) starts with: the lines split at "\\n" only, the
+    magic line checked, and ``fail(lineno, message)`` that raises (strict) or records a
+    warning.  Returns (lines, body, fail, warnings); ``body`` yields (line number, the
+    stripped line) for each non-blank line after the magic line, stray line breaks
+    refused."""
     lines = split_lines(text)
     warnings: list = []
 
@@ -313,18 +316,29 @@ def parse(text: str, path: str = "<trace>", strict: bool = True) -> Trace:
         if strict:
             raise TraceError(path, 1, f"not a gmem-rig trace: the first line must be {MAGIC!r}")
         warnings.append(f"{path}:1: missing {MAGIC!r}")
+
+    def body():
+        start = 1 if lines and lines[0].strip() == MAGIC else 0
+        for lineno, raw in enumerate(lines[start:], start=start + 1):
+            if lineno > 1 and stray_break(raw):
+                fail(lineno, stray_break(raw))
+                continue
+            line = raw.strip()
+            if line:
+                yield lineno, line
+
+    return lines, body(), fail, warnings
+
+
+def parse(text: str, path: str = "<trace>", strict: bool = True) -> Trace:
+    """Parse a trace; raises TraceError(path, line, message) on malformed input (strict)
+    or records a warning and skips the line (lenient)."""
+    lines, body, fail, warnings = trace_lines(text, path, strict)
     values: dict = {}
     expect = None
     comments: list = []
     ops: list = []
-    start = 1 if lines and lines[0].strip() == MAGIC else 0
-    for lineno, raw in enumerate(lines[start:], start=start + 1):
-        if lineno > 1 and stray_break(raw):
-            fail(lineno, stray_break(raw))
-            continue
-        line = raw.strip()
-        if not line:
-            continue
+    for lineno, line in body:
         if line.startswith("#"):
             body = line[1:].strip()
             tokens = body.split()
