@@ -175,8 +175,8 @@ def _cmd_replay(args) -> int:
 def _cmd_minimize(args) -> int:
     """Minimize a failing trace or raw crash file; write it under --out if it reproduces
     3 out of 3 times in fresh processes."""
-    from rig.trace import minimize
     from rig.cli import replay
+    from rig.trace import core, minimize
     from rig.trace.format import TraceError, serialize
 
     try:
@@ -185,17 +185,32 @@ def _cmd_minimize(args) -> int:
         print(f"rig minimize: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if loaded.core is not None:
-        return _minimize_core(args, loaded)
+        # A core trace (or a raw input of a core harness): the core minimizer, then the
+        # same 3/3 check and corpus write as for a world trace.
+        from rig.check.differential import impls_for
+
+        return _minimize(args, loaded.core,
+                         lambda: core.CoreMinimizer(loaded.core, impls_for(args.backend)),
+                         core.finalize, core.serialize, core.write)
     if loaded.trace is None:
         raise UsageError(f"{args.file}: harness {loaded.harness} does not decode to a trace: "
                          "nothing to minimize (rig replay shows it)")
+    return _minimize(args, loaded.trace,
+                     lambda: minimize.Minimizer(loaded.trace, args.backend,
+                                                log=lambda msg: print(f"  {msg}")),
+                     minimize.finalize, serialize, minimize.write)
+
+
+def _minimize(args, original, make, finalize, serialize, write) -> int:
+    from rig.trace import minimize
+
     try:
-        m = minimize.Minimizer(loaded.trace, args.backend, log=lambda msg: print(f"  {msg}"))
+        m = make()
     except ValueError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
-    print(f"minimize: {args.file}: {len(loaded.trace.ops)} ops, target {m.target}")
+    print(f"minimize: {args.file}: {len(original.ops)} ops, target {m.target}")
     m.minimize()
-    trace = minimize.finalize(m, len(loaded.trace.ops))
+    trace = finalize(m, len(original.ops))
     text = serialize(trace)
     print(text, end="")
     if args.no_write:
@@ -204,34 +219,7 @@ def _cmd_minimize(args) -> int:
         print("rig minimize: the minimized trace did not reproduce 3/3 in fresh processes: "
               "nondeterminism in the rig", file=sys.stderr)
         return EXIT_INTERNAL
-    path, created = minimize.write(trace, args.out)
-    print(f"{'wrote' if created else 'already known'}: {path}")
-    print(f"replay: rig replay {path}")
-    return EXIT_OK
-
-
-def _minimize_core(args, loaded) -> int:
-    """``rig minimize`` of a core trace (or a raw input of a core harness): the core
-    minimizer, then the same 3/3 check and corpus write as for a world trace."""
-    from rig.check.differential import impls_for
-    from rig.trace import core, minimize
-
-    try:
-        m = core.CoreMinimizer(loaded.core, impls_for(args.backend))
-    except ValueError as exc:
-        raise UsageError(f"{args.file}: {exc}") from None
-    print(f"minimize: {args.file}: {len(loaded.core.ops)} ops, target {m.target}")
-    m.minimize()
-    trace = core.finalize(m, len(loaded.core.ops))
-    text = core.serialize(trace)
-    print(text, end="")
-    if args.no_write:
-        return EXIT_OK
-    if not minimize.reproduces_in_fresh_processes(text, 3, args.backend):
-        print("rig minimize: the minimized trace did not reproduce 3/3 in fresh processes: "
-              "nondeterminism in the rig", file=sys.stderr)
-        return EXIT_INTERNAL
-    path, created = core.write(trace, args.out)
+    path, created = write(trace, args.out)
     print(f"{'wrote' if created else 'already known'}: {path}")
     print(f"replay: rig replay {path}")
     return EXIT_OK
