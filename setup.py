@@ -24,9 +24,10 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).resolve().parent
 MODULES = sorted(path.stem for path in (HERE / "rig" / "core" / "cy").glob("*.pyx"))
 #: The corpora folders the package ships (corpora/README.md): the sweeps' scenarios, the
-#: designs table's cases, the regression corpus, the minimizer's unminimized findings
-#: and the core traces.  Not crashes/ nor the per-harness fuzzing corpora.
-SHIPPED_CORPORA = ("scenarios", "designs", "regressions", "unminimized", "core")
+#: designs table's cases, the regression corpus, the minimizer's unminimized findings,
+#: the core traces and the mutants' kill traces (``rig bench bugs``, ``rig list
+#: mutants``).  Not crashes/ nor the per-harness fuzzing corpora.
+SHIPPED_CORPORA = ("scenarios", "designs", "regressions", "unminimized", "core", "mutants")
 
 sanitize = os.environ.get("RIG_SANITIZE", "").strip()
 compile_args = ["-O2"]

@@ -1,5 +1,5 @@
 """`rig list`: every registry, read from the registries (designs, harnesses, ops, fault
-sites, invariants), as text and as JSON."""
+sites, invariants, mutants), as text and as JSON."""
 
 import json
 
@@ -11,6 +11,7 @@ from rig.drive.harnesses import HARNESSES
 from rig.errors import errno_name
 from rig.world.designs import DESIGNS
 from rig.world.faults import SITES
+from rig.world.mutants import level, mutants
 from rig.world.ops import OPS
 
 
@@ -24,7 +25,8 @@ def test_json_lists_every_entry_of_every_registry(capsys):
     code, out, _ = rig_list(capsys, "--json")
     assert code == 0
     data = json.loads(out)
-    assert list(data) == ["designs", "harnesses", "ops", "fault_sites", "invariants"]
+    assert list(data) == ["designs", "harnesses", "ops", "fault_sites", "invariants",
+                          "mutants"]
     assert [d["name"] for d in data["designs"]] == list(DESIGNS)
     assert [d["id"] for d in data["designs"]] == [getattr(c, "id", None)
                                                   for c in DESIGNS.values()]
@@ -51,12 +53,17 @@ def test_json_lists_every_entry_of_every_registry(capsys):
     backing = next(i for i in data["invariants"] if i["name"] == "double-backing")
     assert backing["kinds"] == ["state", "after-stop"]
 
+    assert [(m["name"], m["base"], m["level"], m["core_flag"]) for m in data["mutants"]] == [
+        (n, c.base, level(c), c.core_mutant) for n, c in mutants().items()]
+    assert all(m["trace"] == f"corpora/mutants/{m['name']}.trace" and m["summary"]
+               for m in data["mutants"])
+
 
 def test_text_has_a_line_per_entry(capsys):
     code, out, _ = rig_list(capsys)
     assert code == 0
     lines = out.splitlines()
-    for names in (DESIGNS, HARNESSES, OPS, SITES, oracle.INVARIANTS):
+    for names in (DESIGNS, HARNESSES, OPS, SITES, oracle.INVARIANTS, mutants()):
         for name in names:
             assert any(f"  {name}  " in line for line in lines), name
     severities = [line.split()[:2] for line in lines
@@ -74,7 +81,7 @@ def test_sections_and_a_bad_section(capsys):
 
 
 @pytest.mark.parametrize("section", ["designs", "harnesses", "ops", "fault_sites",
-                                     "invariants"])
+                                     "invariants", "mutants"])
 def test_each_section_alone(capsys, section):
     code, out, _ = rig_list(capsys, section)
     assert code == 0 and out.count("\n") > 2

@@ -63,11 +63,17 @@ class CoreConfig:
     rollback: str = "none"
     iommu: str = "type1"
     dma_entry_limit: int = 12
+    #: The core mutant (rig/core/mutants.py) the trace was found on and replays on, or
+    #: None for the package's core.  It selects no behaviour here (the process's core
+    #: is what it is: rig.core.MUTANT); rig.trace.core.run_core refuses a trace whose
+    #: mutant is not the process's, and ``rig`` re-executes on the right core.
+    mutant: str | None = None
 
     def __str__(self) -> str:
         return (f"nblocks={self.nblocks} block_size=0x{self.block_size:x} "
                 f"rollback={self.rollback} iommu={self.iommu} "
-                f"dma_entry_limit={self.dma_entry_limit}")
+                f"dma_entry_limit={self.dma_entry_limit}"
+                + (f" mutant={self.mutant}" if self.mutant else ""))
 
 
 #: What a state comparison covers, in the order it is compared (the first key that

@@ -28,7 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from rig.errors import ENOMEM, ENOSPC
 from rig.world.host import PAGE_SIZE
+from rig.world.ops import format_result
 
 #: When a check runs, and what the session hands it.
 KINDS = {
@@ -202,19 +204,58 @@ def _check_container(world, container, inplace):
 @invariant("pin-leak", severity=30,
            doc="no frame is pinned after its file dropped it; locked_vm equals the pins")
 def check_pins(world) -> list[Violation]:
-    """pin-leak: no dropped frame is still pinned; locked_vm equals the pins taken."""
+    """pin-leak: no dropped frame is still pinned; locked_vm equals the pins taken.
+
+    A frame punched while pinned and unpinned later in the same op (memory freed before
+    the IOMMU let go of it: a device could reach it in between) is pinned after its file
+    dropped it too, if only for a while: the world records each such punch
+    (``World.punched_pinned``), and the ones of this op whose frame is no longer leaked
+    are reported here."""
     out = []
     leaked = world.frames.leaked()
     if leaked:
         items = [f"frame #{f.id} ({f.pins} pins)" for f in sorted(leaked, key=lambda f: f.id)]
         out.append(Violation("pin-leak", f"{len(leaked)} frame(s) dropped by their file but "
                              f"still pinned: {_listing(items)}", items))
+    still = {f.id for f in leaked}
+    punched = [f"frame #{frame_id} ({name})" for index, frame_id, name in world.punched_pinned
+               if index == world.op_index and frame_id not in still]
+    if punched:
+        out.append(Violation("pin-leak", f"{len(punched)} frame(s) punched from their file "
+                             f"while the IOMMU still pinned them (unpinned later in the op): "
+                             f"{_listing(punched)}", punched))
     pins = sum(f.pins for f in world.frames.frames.values())
     locked = sum(c.locked_vm for _, c in world.containers())
     if locked != pins or world.pinner.locked_vm != pins:
         out.append(Violation("pin-leak", f"locked_vm {locked} (containers) / "
                              f"{world.pinner.locked_vm} (process) != {pins} pinned pages"))
     return out
+
+
+@invariant("orphan-listener", severity=25,
+           doc="every listener registered with a state manager belongs to a plugged "
+               "device: a device refused at hot-plug, or unplugged, holds no listener and "
+               "no mapping")
+def check_orphans(world) -> list[Violation]:
+    """orphan-listener: a listener left on a RAM block's list by a device the world no
+    longer has (its hot-plug returned an error, or it was unplugged) is still told of
+    every conversion, and a VFIO one keeps mapping guest memory into a container nobody
+    owns: the device's DMA reaches memory the VM does not know it gave away, and the
+    pages it pins are accounted to no plugged device."""
+    owned = {id(rdl) for device in world.devices.values() for _, rdl in device.listeners}
+    items = []
+    for block in world.blocks:
+        for rdl in block.attr.listeners():
+            if id(rdl) in owned:
+                continue
+            container = getattr(rdl, "container", None)
+            pages = sum(m.size for m in container.mappings()) // PAGE_SIZE if container else 0
+            items.append(f"{getattr(rdl, 'name', type(rdl).__name__)} on {block.name}"
+                         + (f" ({pages} page(s) mapped)" if pages else ""))
+    if not items:
+        return []
+    return [Violation("orphan-listener", f"{len(items)} listener(s) registered for no "
+                      f"plugged device: {_listing(items)}", items)]
 
 
 @invariant("shared-unmapped", severity=50,
@@ -384,6 +425,86 @@ def check_snapshots(before: dict, after: dict) -> list[Violation]:
             parts.append(key)
     return [Violation("atomic-failure", "the failed conversion changed "
                       + ", ".join(parts), changed)]
+
+
+def _failed_valid_conversion(world):
+    """The op's own conversion, if it failed on a valid request with no fault injected
+    into it: (gpa, size, to_private, errno), else None.
+
+    Valid is what every design must accept (docs/semantics.md 2.2, 2.3, 2.7):
+    page-aligned, not empty, ending below 2^64 (KVM's u64 end wraps to 0 at 2^64), every
+    page RAM (a range may span adjacent RAM blocks, not a gap) and each RAM block's piece
+    aligned to the world's block size.  A conversion that an interleaved op raced with
+    mid-way is not judged (it has no single request to judge, as atomic-failure skips
+    it); a fault fired anywhere in the op (its interleaved op included) excuses any
+    failure.  An interleaved conversion's own result is not judged either: what it
+    leaves behind is (shared-unmapped, stale-mapping, ...)."""
+    applied = world.applied
+    if applied is None:
+        return None
+    op, result = applied
+    if op.name != "kvm_convert_memory" or not isinstance(result, int) or result >= 0:
+        return None
+    if world.interleaved_midway or any(i == world.op_index for i, _ in world.plan.fired):
+        return None
+    gpa, size, to_private = op.args
+    if size == 0 or gpa % PAGE_SIZE or size % PAGE_SIZE or gpa + size >= 1 << 64:
+        return None
+    pieces = world.sections(gpa, size)
+    bs = world.config.block_size
+    if sum(s.size for _, s in pieces) != size or any(
+            s.offset_within_region % bs or s.size % bs for _, s in pieces):
+        return None
+    return gpa, size, to_private, result
+
+
+def _conversion(gpa: int, size: int, to_private: bool, errno: int) -> str:
+    return (f"kvm_convert_memory(0x{gpa:x}, 0x{size:x}, "
+            f"{'private' if to_private else 'shared'}) = {format_result(errno)}")
+
+
+@invariant("mapping-exhaustion", severity=85,
+           doc="a VFIO device that a refusing dma_max_mappings check admitted never makes "
+               "a valid conversion fail from exhausted DMA mappings (-ENOSPC)")
+def check_exhaustion(world) -> list[Violation]:
+    """mapping-exhaustion: with the budget check refusing (the design's, or the header's
+    ``budget_check=refuse``), every plugged device fits dma_max_mappings, so no
+    conversion can run a type1 container out of mappings.  A valid conversion failing
+    with -ENOSPC while a plugged device is over QEMU's budget is a device the check let
+    through.  One whose devices all fit is the world's, not the design's: QEMU's sum
+    counts a memslot per listener, which a world with fewer ``max_memslots`` than RAM
+    blocks undercounts.  With a budget check that only warns (QEMU 10.1) the design
+    said it may run out, and spurious-failure lets -ENOSPC pass as a resource limit."""
+    failed = _failed_valid_conversion(world)
+    if failed is None or failed[3] != -ENOSPC or world.budget_check != "refuse":
+        return []
+    over = [f"vfio{d.dev}" for d in world.vfio_devices() if world.vfio_budget_exceeded(d)]
+    if not over:
+        return []
+    return [Violation("mapping-exhaustion", f"{_conversion(*failed)}: the DMA mappings ran "
+                      f"out on a budget check that refuses, with {_listing(over)} plugged "
+                      f"over dma_max_mappings", over)]
+
+
+@invariant("spurious-failure", severity=95,
+           doc="a conversion of a valid range fails (and so stops the VM) only from an "
+               "injected fault or an exhausted resource limit")
+def check_failures(world) -> list[Violation]:
+    """spurious-failure: a guest's valid conversion succeeds unless a fault was injected
+    into the op or a resource limit ran out: the type1 mappings (-ENOSPC; whether the
+    design admitted to that limit is mapping-exhaustion's) or RLIMIT_MEMLOCK (-ENOMEM,
+    with a ``memlock_limit``).  Any other error on a valid request is one the design
+    made up by itself: QEMU stops the VM on it, a design that does not stop it hands a
+    guest that did nothing wrong an error it cannot recover from."""
+    failed = _failed_valid_conversion(world)
+    if failed is None:
+        return []
+    errno = failed[3]
+    if errno == -ENOSPC or (errno == -ENOMEM and world.config.memlock_limit is not None):
+        return []
+    text = _conversion(*failed)
+    return [Violation("spurious-failure", f"{text}: a valid conversion failed with no fault "
+                      f"injected and no resource limit reached", [text])]
 
 
 @invariant("notify-order", severity=100,

@@ -22,6 +22,14 @@ the run stops), best of ``--repeats``; inputs/s and ops/s with the reference-mod
 world on (as fuzzed) and off, then, for hardened, the share of the time each oracle check
 takes (one extra, instrumented pass).
 
+``rig bench bugs`` measures how fast each engine kills each mutant (rig.drive.bugbench
+runs the cells; this module parses, prints the table and draws the plot): one results
+line per (mutant, engine, seed) cell in a JSON-lines file, appended as each cell ends
+and skipped on a restart; the table gives per mutant and engine the seeds that killed
+it and the medians of time, execs and trace ops, with a totals row per engine (the
+mutants it kills, its time relative to the swarm baseline); the plot, per engine, the
+fraction of mutants found against time (log x), as FuzzBench reports draw it.
+
 Timing is wall-clock (``time.perf_counter``), with the garbage collector collected before
 and disabled during each timed region.  Nothing here is deterministic in time; the op
 streams and sizes are, from ``--seed`` and the flags, and are printed first.
@@ -40,6 +48,7 @@ import random
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from rig.errors import EXIT_FINDING, EXIT_OK
 
@@ -83,7 +92,7 @@ def add_parser(sub) -> None:
     from rig.cli.helptext import design_names, epilog, one_of
 
     p = sub.add_parser("bench", help="benchmarks (wall-clock figures, not tests)",
-                       description="Benchmarks of the rig.  Suites: core, world.",
+                       description="Benchmarks of the rig.  Suites: core, world, bugs.",
                        epilog=epilog([("rig bench core", "the core's figures"),
                                       ("rig bench world --json", "the world harnesses' "
                                        "figures, as one JSON object")],
@@ -131,6 +140,7 @@ def add_parser(sub) -> None:
                    f"{one_of(design_names())}")
     w.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     w.set_defaults(func=cmd_world)
+    _add_bugs(suites)
 
 
 # -- measurement helpers ------------------------------------------------------------------
@@ -608,12 +618,12 @@ def bench_oracle_shares(design: str, n: int, seed: int, out) -> dict:
 
 
 def cmd_world(args) -> int:
-    from rig.world.designs import DESIGNS
+    from rig.world.designs import DESIGNS, ensure
 
     out = _text_printer(args.json)
 
     designs = args.designs or list(DESIGNS)
-    unknown = [d for d in designs if d not in DESIGNS]
+    unknown = [d for d in designs if not ensure(d)]
     if unknown:
         print(f"rig bench world: --design {unknown[0]!r}: not one of {', '.join(DESIGNS)}",
               file=sys.stderr)
@@ -631,3 +641,283 @@ def cmd_world(args) -> int:
     if args.json:
         print(json.dumps(report, sort_keys=True))
     return EXIT_OK
+
+
+# -- bug benchmark: time to kill each mutant, per engine ----------------------------------
+
+#: What exit 2 means for ``rig bench bugs``.
+_MISSED = "a mutant that no engine killed in any seed (the rig missed a planted bug)"
+#: Where ``rig bench bugs`` keeps its results unless --results says otherwise.
+BUGS_RESULTS = "artifacts/bench-bugs/results.jsonl"
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
+    return value
+
+
+def _mutant_names() -> list[str]:
+    from rig.world.mutants import mutants
+
+    return list(mutants()) or ["(none registered)"]
+
+
+def _add_bugs(suites) -> None:
+    from rig.cli.helptext import epilog, listed, one_of
+    from rig.drive.bugbench import ENGINES, default_jobs
+
+    import textwrap
+
+    engines = "\n".join(
+        "\n".join(textwrap.wrap(e.doc, 80, initial_indent=f"  {name:<15} ",
+                                subsequent_indent=" " * 18, break_on_hyphens=False))
+        for name, e in ENGINES.items())
+    b = suites.add_parser(
+        "bugs", help="time to kill each mutant, per engine and seed: table and plot",
+        description=(
+            "Every mutant (rig list mutants: a design or core variant with one planted\n"
+            "defect) x engine x seed is a cell, run in a process of its own with the\n"
+            "mutant's core until the engine reports a finding that kills the mutant (its\n"
+            "minimized trace is clean on the unmutated design: the header's design swapped\n"
+            "for the mutant's base, or the unmutated core for a core trace, replayed in a\n"
+            "process without the mutant's core) or the cap runs out.  Every core variant\n"
+            "is built before the first cell: no cell's time includes a build.\n\n"
+            f"engines:\n{engines}\n\n"
+            "Figures per cell: time (wall seconds from the engine's start to the killing\n"
+            "finding), execs (inputs run up to it: campaign runs, swarm inputs, hypothesis\n"
+            "test cases, fail-nth trace runs), ops (the killing trace, minimized).  The table\n"
+            "gives per mutant and engine the seeds that killed it (k/n) and the medians over\n"
+            "those seeds, a totals row per engine (mutants killed by at least one seed, and\n"
+            "the median over the mutants both kill of its median time / swarm's), and '-'\n"
+            "where there is nothing to show.  docs/benchmarks.md, Bug benchmark."),
+        epilog=epilog([
+            ("rig bench bugs --seeds 1 --cap 30 --engine swarm --engine fail-nth",
+             "every registered mutant, two engines, one seed of 30 s each"),
+            ("rig bench bugs --mutant ./mymutant.py:MyMutant --markdown --plot out/bugs",
+             "a mutant of your own, every engine, 5 seeds of 60 s; a Markdown table and "
+             "out/bugs.png, out/bugs.svg")],
+            ok="measured: every mutant was killed by at least one engine", finding=_MISSED))
+    listed(b.add_argument(
+        "--mutant", action="append", dest="mutants", metavar="NAME|SPEC",
+        help="a mutant to measure (repeatable; default every registered one): a registered "
+        "mutant's name, or a mutant of your own as path/to/file.py:Class (a subclass of a "
+        "design with rig.world.mutants.Mutant mixed in and its base set)"), _mutant_names)
+    b.add_argument("--engine", action="append", dest="engines", choices=list(ENGINES),
+                   metavar="ENGINE", help="an engine (repeatable; default every one): "
+                   f"{one_of(ENGINES)}")
+    b.add_argument("--seeds", type=_positive, default=5,
+                   help="seeds per mutant and engine, 1..N (default 5); a deterministic "
+                   "engine (fail-nth) runs seed 1 only")
+    b.add_argument("--cap", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="the most one cell may hunt, in wall seconds (default 60); a "
+                   "campaign cell gets it as rig fuzz --time")
+    b.add_argument("--jobs", type=_positive, metavar="N",
+                   help="cells run at once (default: every core this process may use, "
+                   f"{default_jobs()} here); a campaign cell runs rig fuzz --jobs 1, so "
+                   "cells x workers stay within the cores")
+    b.add_argument("--results", default=BUGS_RESULTS, metavar="FILE.jsonl",
+                   help="the results file: one JSON line per finished cell, appended as it "
+                   "ends; the cells it holds are not run again (resume after Ctrl-C by "
+                   "running the same command); the killing traces and each cell's log go "
+                   "beside it, in NAME-traces/ and NAME-logs/ for FILE NAME.jsonl (default "
+                   f"{BUGS_RESULTS})")
+    b.add_argument("--markdown", action="store_true",
+                   help="print the table as Markdown (docs/benchmarks.md) instead of text")
+    b.add_argument("--json", action="store_true",
+                   help="print one JSON document (config, machine, cells, rows, totals) "
+                   "instead of the table; progress stays on stderr")
+    b.add_argument("--plot", metavar="PREFIX",
+                   help="also draw PREFIX.png and PREFIX.svg: per engine, the fraction of "
+                   "mutants found (a mutant counts at the median of its seeds' times, a "
+                   "seed that did not kill it counting as never) against time, log x axis")
+    b.set_defaults(func=cmd_bugs)
+
+
+def _fmt_num(value) -> str:
+    """A count, or a median of counts (a half when the number of seeds is even)."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+
+def _fmt_time(value) -> str:
+    """Seconds with three significant digits (a swarm kill takes milliseconds)."""
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def _found_text(row) -> str:
+    text = f"{row.found}/{row.cells}" if row.cells else "-"
+    if row.deterministic and row.cells:
+        text += " (det.)"
+    if row.errors:
+        text += f" ({row.errors} error{'s' if row.errors > 1 else ''})"
+    return text
+
+
+def _ratio_text(total: dict, has_swarm: bool) -> str:
+    if not has_swarm or total["swarm_ratio"] is None:
+        return "-"
+    return f"{total['swarm_ratio']:.2f}x ({total['swarm_ratio_mutants']} mutants)"
+
+
+def bugs_table(summary: dict, engines: list, markdown: bool) -> list[str]:
+    """The table: one row per mutant and engine, then the totals per engine."""
+    head = ["mutant", "engine", "found", "median time (s)", "median execs", "median ops"]
+    rows = [[r.mutant, r.engine, _found_text(r), _fmt_time(r.median_time_s),
+             _fmt_num(r.median_execs), _fmt_num(r.median_ops)] for r in summary["rows"]]
+    has_swarm = "swarm" in engines
+    totals_head = ["engine", "mutants killed", "median time vs swarm"]
+    totals = [[name, f"{t['mutants_found']}/{t['mutants']}", _ratio_text(t, has_swarm)]
+              for name, t in summary["totals"].items()]
+    note = ("found: the seeds whose engine killed the mutant, of the seeds run (det.: a "
+            "deterministic engine, one seed); medians over those seeds.  Totals: mutants "
+            "killed by at least one seed; vs swarm: the median, over the mutants both this "
+            "engine and swarm kill, of this engine's median time / swarm's.")
+    if markdown:
+        def md(cells):
+            return "| " + " | ".join(cells) + " |"
+
+        out = [md(head), md(["---"] * 2 + ["---:"] * 4)] + [md(r) for r in rows]
+        out += ["", md(totals_head), md(["---", "---:", "---:"])] + [md(t) for t in totals]
+        return out + ["", note]
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
+    twidths = [max(len(str(c)) for c in col) for col in zip(totals_head, *totals)]
+    out += [""] + ["  ".join(c.ljust(w) for c, w in zip(r, twidths)).rstrip()
+                   for r in [totals_head] + totals]
+    return out + ["", note]
+
+
+def plot_bugs(summary: dict, engines: list, classes, cap: float, prefix: str) -> list[str]:
+    """PREFIX.png and PREFIX.svg: per engine, the fraction of the mutants found against
+    time, a step line each (id ``engine-NAME`` in the SVG), log x axis.  A mutant counts
+    at the median of its seeds' times (a seed that did not kill it counting as never:
+    rig.drive.bugbench.median_time_to_find).  Deterministic: no date in either file, and
+    a fixed hash salt for the SVG's ids."""
+    from rig.errors import UsageError
+
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install matplotlib (it is in the "
+                         "test extra: pip install -e '.[test]')") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rig.drive.bugbench import median_time_to_find
+
+    rows = {(r.mutant, r.engine): r for r in summary["rows"]}
+    curves = {}
+    for name in engines:
+        times = [median_time_to_find(rows[(cls.name, name)]) for cls in classes]
+        curves[name] = sorted(t for t in times if t is not None)
+    finite = [t for ts in curves.values() for t in ts if t > 0]
+    x0 = min(min(finite) / 2, 0.01) if finite else 0.01
+    x1 = max([cap] + [t for ts in curves.values() for t in ts]) * 1.1
+    n = len(classes)
+    with matplotlib.rc_context({"svg.hashsalt": "gmem-rig bench bugs", "svg.fonttype": "none"}):
+        fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
+        for name in engines:
+            ts = curves[name]
+            xs = [x0] + [max(t, x0) for t in ts] + [x1]
+            ys = [0.0] + [(i + 1) / n for i in range(len(ts))] + [len(ts) / n]
+            ax.step(xs, ys, where="post", label=f"{name} ({len(ts)}/{n})",
+                    gid=f"engine-{name}", linewidth=1.8)
+        ax.set_xscale("log")
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("wall seconds (log scale)")
+        ax.set_ylabel("fraction of mutants found")
+        ax.set_title(f"rig bench bugs: {n} mutant{'s' if n != 1 else ''}, cap {cap:g} s; "
+                     "a mutant counts at the median of its seeds", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="upper left", fontsize=9)
+        fig.tight_layout()
+        out = [f"{prefix}.png", f"{prefix}.svg"]
+        Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out[0], metadata={"Software": None})
+        fig.savefig(out[1], metadata={"Date": None, "Creator": None})
+        plt.close(fig)
+    return out
+
+
+def cmd_bugs(args) -> int:
+    from rig.drive import bugbench
+    from rig.errors import EXIT_INTERNAL
+
+    classes = bugbench.resolve_mutants(args.mutants)
+    engines = [name for name in bugbench.ENGINES if name in (args.engines or bugbench.ENGINES)]
+    results = Path(args.results)
+    done = bugbench.load_results(results)
+    cells = bugbench.plan(classes, engines, args.seeds, args.cap, results)
+    todo = [c for c in cells if c.key not in done]
+    before = len(cells) - len(todo)
+    jobs = args.jobs or bugbench.default_jobs()
+    log = bugbench._log
+    log(f"rig bench bugs: {len(classes)} mutant(s) x {len(engines)} engine(s), seeds "
+        f"1..{args.seeds} (fail-nth: 1), cap {args.cap:g} s: {len(cells)} cells, "
+        f"{before} finished before (in {results}), {len(todo)} to run"
+        + (f", {min(jobs, len(todo))} at a time (a campaign cell runs rig fuzz --jobs 1)"
+           if todo else ""))
+    skipped: dict = {}
+    written: list = []
+    if todo:
+        envs, skipped = bugbench.prepare_builds(
+            [cls for cls in classes if any(c.mutant == cls.name for c in todo)], engines, log)
+        todo = [c for c in todo if c.mutant not in skipped]
+        written = bugbench.run_cells(todo, envs, jobs, results, log)
+    done = bugbench.load_results(results)
+    errors = {bugbench.result_key(r) for r in written if r.get("error")}
+    summary = bugbench.summarize(cells, done, errors, classes, engines)
+    plots = plot_bugs(summary, engines, classes, args.cap, args.plot) if args.plot else []
+    missed = sorted(cls.name for cls in classes
+                    if any(r.cells for r in summary["rows"] if r.mutant == cls.name)
+                    and not any(r.found for r in summary["rows"] if r.mutant == cls.name))
+    code = EXIT_INTERNAL if errors else (EXIT_FINDING if missed else EXIT_OK)
+    if args.json:
+        print(json.dumps({
+            "schema": bugbench.SCHEMA,
+            "config": {"mutants": [{"name": c.name, "base": c.base,
+                                    "core_mutant": c.core_mutant} for c in classes],
+                       "engines": engines, "seeds": args.seeds, "cap_s": args.cap,
+                       "jobs": jobs, "results": str(results)},
+            "machine": _machine(), "commit": _commit(),
+            "cells_run": len(written), "cells_before": before,
+            "skipped": skipped,
+            "cells": [done.get(c.key) or {"mutant": c.mutant, "engine": c.engine,
+                                          "seed": c.seed, "cap_s": c.cap, "finished": False}
+                      for c in cells],
+            "rows": [{k: v for k, v in vars(r).items()} for r in summary["rows"]],
+            "totals": list(summary["totals"].values()),
+            "missed": missed, "plot": plots, "exit_code": code}, indent=1, sort_keys=True))
+        return code
+    if not args.markdown:
+        print(f"rig bench bugs: {len(classes)} mutant(s), engines {', '.join(engines)}, "
+              f"seeds {args.seeds}, cap {args.cap:g} s; results {results}")
+    print("\n".join(bugs_table(summary, engines, args.markdown)))
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}")
+    if missed:
+        print(f"no engine killed: {', '.join(missed)}")
+    for path in plots:
+        print(f"plot: {path}")
+    return code
+
+
+def _commit() -> str | None:
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        return subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

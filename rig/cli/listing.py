@@ -1,7 +1,7 @@
 """``rig list``: every registry of the rig, read from the registries themselves: the
 designs (rig.world.designs), the fuzz harnesses (rig.drive.harnesses), the ops
-(rig.world.ops), the fault sites (rig.world.faults) and the invariants
-(rig.check.oracle).  Nothing here is a second copy of a list: an entry added to a
+(rig.world.ops), the fault sites (rig.world.faults), the invariants
+(rig.check.oracle) and the mutants of the bug benchmark (rig.world.mutants).  Nothing here is a second copy of a list: an entry added to a
 registry shows here with no change to this file.
 
 ``registries()`` is the data (``rig list --json`` prints it), ``text()`` the same for a
@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 
 #: The sections, in the order ``rig list`` prints them.
-SECTIONS = ("designs", "harnesses", "ops", "fault_sites", "invariants")
+SECTIONS = ("designs", "harnesses", "ops", "fault_sites", "invariants", "mutants")
 
 #: The contract attributes of a design (rig.world.designs.base.Design), as listed.
 DESIGN_CONTRACT = ("rollback", "atomic", "stops_vm", "inplace", "maps_private",
@@ -74,6 +74,15 @@ def invariants() -> list[dict]:
             for name in oracle.INVARIANTS for inv in (oracle.REGISTRY[name],)]
 
 
+def mutants() -> list[dict]:
+    from rig.world import mutants as registry
+
+    return [{"name": name, "base": cls.base, "level": registry.level(cls),
+             "core_flag": cls.core_mutant, "trace": f"corpora/mutants/{name}.trace",
+             "summary": registry.summary(cls)}
+            for name, cls in registry.mutants().items()]
+
+
 def registries(sections=SECTIONS) -> dict:
     return {section: globals()[section]() for section in sections}
 
@@ -130,4 +139,8 @@ def text(data: dict) -> str:
         out += _table([["severity", "name", "checked", "doc"]] + [
             [str(i["severity"]), i["name"], ",".join(i["kinds"]), i["doc"]]
             for i in data["invariants"]])
+    if "mutants" in data:
+        out.append("mutants (rig/world/mutants/; `rig bench bugs`, `rig fuzz --design NAME`)")
+        out += _table([["name", "base", "level", "summary"]] + [
+            [m["name"], m["base"], m["level"], m["summary"]] for m in data["mutants"]])
     return "\n".join(out)

@@ -12,6 +12,7 @@ the exit codes and two examples (rig.cli.helptext).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
@@ -81,16 +82,15 @@ def _cmd_sweep(args) -> int:
 
     from rig.drive import sweep
     from rig.trace.corpus import scenarios as corpus_scenarios
-    from rig.world.designs import DESIGNS
+    from rig.world.designs import DESIGNS, design_class
     from rig.world.designs import resolve as resolve_design
 
     SCENARIOS = corpus_scenarios()
-    args.design = [resolve_design(d) for d in args.design or ()]  # (a spec is loaded)
-    for name, known, what in ((args.design, DESIGNS, "design"),
-                              (args.scenario, SCENARIOS, "scenario")):
-        for value in name or ():
-            if value not in known:
-                raise UsageError(f"--{what} {value!r}: not one of {', '.join(known)}")
+    # (a spec is loaded; a mutant resolves by name; an unknown name is one line)
+    args.design = [resolve_design(d) for d in args.design or ()]
+    for value in args.scenario or ():
+        if value not in SCENARIOS:
+            raise UsageError(f"--scenario {value!r}: not one of {', '.join(SCENARIOS)}")
     designs = args.design or list(DESIGNS)
     scenarios = args.scenario or list(SCENARIOS)
     iommus = args.iommu or ["type1", "iommufd"]
@@ -102,7 +102,7 @@ def _cmd_sweep(args) -> int:
         for site, (reached, fired) in result.coverage().items():
             a, b = coverage.get(site, (0, 0))
             coverage[site] = (a + reached, b + fired)
-        if DESIGNS[design].atomic and result.failures():
+        if design_class(design).atomic and result.failures():
             broken.append(f"{design}/{iommu}/{scenario}")
     if args.json:
         print(json.dumps({"cells": rows, "coverage": coverage, "broken": broken}, indent=1))
@@ -186,12 +186,21 @@ def _cmd_minimize(args) -> int:
         return EXIT_USAGE
     if loaded.core is not None:
         # A core trace (or a raw input of a core harness): the core minimizer, then the
-        # same 3/3 check and corpus write as for a world trace.
+        # same 3/3 check and corpus write as for a world trace.  One found on a core
+        # mutant names it (ensure_core_for put this process on that core).
+        from dataclasses import replace
+
         from rig.check.differential import impls_for
+        from rig.core import MUTANT
+
+        def finalize(m, n):
+            trace = core.finalize(m, n)
+            trace.config = replace(trace.config, mutant=MUTANT)
+            return trace
 
         return _minimize(args, loaded.core,
                          lambda: core.CoreMinimizer(loaded.core, impls_for(args.backend)),
-                         core.finalize, core.serialize, core.write)
+                         finalize, core.serialize, core.write)
     if loaded.trace is None:
         raise UsageError(f"{args.file}: harness {loaded.harness} does not decode to a trace: "
                          "nothing to minimize (rig replay shows it)")
@@ -261,6 +270,98 @@ def _load_designs(args) -> None:
 
         for spec in specs:
             load_design(spec)
+
+
+#: Set in the environment of the process ``ensure_core_for`` re-executes: the core it was
+#: re-executed for, so that a second attempt is an error instead of a loop.
+REEXEC_ENV = "RIG_CORE_REEXEC"
+
+
+def ensure_core_for(*designs: str | None, reexec: bool = True) -> None:
+    """Run this process on the core ``designs`` need: a mutant design's core mutant
+    (rig.world.mutants.core), the real core for any other design.  The core is chosen
+    once per process, at import (rig.core.mutants), so when it is not that one the
+    command re-executes itself, once (os.execve of the same command line), with the
+    plain variant build's environment (rig.drive.native, built on first use into the
+    cache; with RIG_PUREPYTHON=1 only RIG_CORE_MUTANT).  In-process callers
+    (``reexec=False``: ``main(argv)``) get a UsageError naming what to set.  Designs
+    that need different cores cannot share a process: UsageError."""
+    from rig.core import mutants as core_mutants
+    from rig.world.mutants.core import core_mutant_of
+
+    tried = os.environ.pop(REEXEC_ENV, None)
+    wanted = {core_mutant_of(d) for d in designs if d}
+    if not wanted:
+        return
+    if len(wanted) > 1:
+        raise UsageError("these need different cores (core mutants "
+                         f"{', '.join(sorted(m or 'none' for m in wanted))}): one process "
+                         "runs one core, run them in separate commands")
+    (mutant,) = wanted
+    if mutant == core_mutants.ACTIVE:
+        return
+    have = core_mutants.ACTIVE or "the real core"
+    if tried is not None:
+        raise RuntimeError(f"re-executed for core {mutant or 'the real core'} but the core "
+                           f"is {have}")
+    if not reexec:
+        raise UsageError(f"this needs core {mutant or 'the real core'} and the process runs "
+                         f"{have}: run it as the `rig` command, which re-executes on that "
+                         f"core, or set {core_mutants.ENV}={mutant or ''} (with "
+                         "RIG_PUREPYTHON=1, or RIG_NATIVE_DIR from rig.drive.native.env_for)")
+    env = dict(os.environ)
+    native_dir = env.get("RIG_NATIVE_DIR", "")
+    if env.get("RIG_PUREPYTHON", "") not in ("", "0") or not mutant:
+        env[core_mutants.ENV] = mutant or ""
+        if not mutant and os.path.exists(os.path.join(native_dir, core_mutants.MARKER)):
+            env.pop("RIG_NATIVE_DIR")  # (a variant build: the real core is the package's)
+    else:
+        from rig.drive import native
+
+        try:
+            modules = native.ensure_build(native.PLAIN, mutant, log=lambda m: print(
+                f"rig: {m}", file=sys.stderr))
+        except native.NativeUnavailable as exc:
+            raise UsageError(f"core mutant {mutant}: {exc}") from None
+        env.update(native.env_for(native.PLAIN, modules, mutant))
+    env[REEXEC_ENV] = mutant or ""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def _designs_of(args) -> list:
+    """The designs a command line names: ``--design``, ``--harness NAME:DESIGN``, and the
+    traces ``rig replay``/``rig minimize`` read (a world trace's header design; a core
+    trace's ``mutant=`` header key).  What cannot be read is left to the command,
+    which reports it."""
+    out = []
+    design = getattr(args, "design", None)
+    out += design if isinstance(design, list) else [design]
+    out += getattr(args, "designs", None) or []
+    harness = getattr(args, "harness", None)
+    for name in harness if isinstance(harness, list) else [harness]:
+        if name and ":" in name:
+            out.append(name.split(":", 1)[1])
+    if args.command in ("replay", "minimize"):
+        from rig.trace import core as core_trace
+        from rig.trace.format import is_trace, parse
+        for path in args.files if args.command == "replay" else [args.file]:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+                if not (is_trace(data) or path.endswith(".trace")):
+                    if not harness:
+                        out.append("hardened")  # (the default harness' design)
+                    continue
+                text = data.decode("utf-8")
+                if core_trace.is_core_trace(text):
+                    out.append(core_trace.parse(text, path, False).config.mutant)
+                else:
+                    out.append(parse(text, path, False).config.design)
+            except Exception:  # noqa: BLE001 - the command itself says what is wrong
+                continue
+    return [d for d in out if d]
 
 
 def _add_parser(sub, name: str, summary: str, description: str, **kwargs):
@@ -449,6 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "artifacts/fuzz)")
     p.add_argument("--no-minimize", action="store_true",
                    help="keep the raw findings only, do not minimize them to traces")
+    p.add_argument("--until-kill", metavar="BASE",
+                   help="stop at the first new finding whose minimized trace is clean on "
+                   "design BASE (it kills the mutant --design names, as rig bench bugs asks); "
+                   "each finding is minimized and checked as it is found, in a process "
+                   "running the unmutated core, and the JSON says which one killed")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON document on stdout (schema below); "
                    "progress and logs stay on stderr")
@@ -494,8 +600,10 @@ def main(argv=None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_USAGE
-        command = f"rig {args.command}"
+        command = " ".join(["rig", args.command] + ([args.suite] if getattr(
+            args, "suite", None) else []))  # (rig bench SUITE)
         _load_designs(args)
+        ensure_core_for(*_designs_of(args), reexec=argv is None)
         return args.func(args)
     except UsageError as exc:
         print(f"{command}: {exc}", file=sys.stderr)

@@ -26,6 +26,12 @@ failure (exit 3), one line each.  ``--time`` bounds the whole campaign's wall cl
 the instrumented build, the corpus replays, every worker's start-up and the
 minimizations included.
 
+``--until-kill BASE`` (the bug benchmark, rig.drive.bugbench) minimizes each new finding
+as soon as it is triaged and replays it on design BASE with the unmutated core; the first
+one that is clean there kills the mutant under test and stops the campaign, the
+harnesses not yet run included.  Every finding carries ``found_s`` and ``found_runs``,
+when it was found and after how many inputs (FUZZ_JSON_FIELDS says which runs count).
+
 ``--jobs N`` is libFuzzer's -jobs/-workers model: N independent libFuzzer processes per
 harness on one corpus folder, each reloading what the others add (-reload, every
 second).  The campaign starts the N workers itself rather than through libFuzzer's
@@ -82,6 +88,9 @@ MIN_FUZZ_S = 1.0
 POST_S = 0.5
 #: The least time the minimization of one new finding gets, even in a late campaign.
 MINIMIZE_MIN_S = 1.0
+#: With --until-kill, the most a finding's minimization takes before its kill check
+#: (within the campaign's --time; the bounded minimizer keeps its best so far).
+UNTIL_KILL_MINIMIZE_S = 20.0
 #: Restarts of the workers of one harness after findings within its time slot.
 RESTARTS_MAX = 12
 #: Seconds a worker told to stop (SIGTERM: libFuzzer prints its final stats) may take
@@ -110,7 +119,14 @@ FUZZ_JSON_FIELDS = f"""\
   interrupted, exit_code, errors (one line each: the exit-3 reasons),
   findings (the new ones: harness, kind, signature, summary, raw, trace, known,
     inputs, seen_by, same_trace (the other signatures whose inputs minimized to the
-    same trace: one bug, one finding), replay),
+    same trace: one bug, one finding), replay, found_s (seconds from the campaign's
+    start to when its first raw crash was saved), found_runs (inputs executed up to it:
+    every earlier harness' runs, the runs of the worker that found it up to its crash,
+    its input included, and each other live worker's count as it last reported it,
+    a lower bound; exact with --jobs 1), kills and kill_check (with --until-kill:
+    whether its minimized trace is clean on BASE, and what it does there; else null)),
+  until_kill (with --until-kill: base, killed (the signature of the finding that
+    stopped the campaign, or null), not_run (the harnesses it stopped before)),
   silent_canaries, dropped and skipped ([{{name, reason}}]), not_run (interrupted),
   harnesses: one object each: name, kind, build, workers, runs (inputs executed, all
     workers and restarts), execs_per_s (runs per second of wall time), cov, corpus,
@@ -135,6 +151,14 @@ class Finding:
     seen_by: list = field(default_factory=list)  # later harnesses that ran into it
     #: Other signatures whose inputs minimized to this same trace: one bug, one finding.
     same_trace: list = field(default_factory=list)
+    #: Seconds from the campaign's start to when its first raw crash was saved, and the
+    #: inputs executed up to it (FUZZ_JSON_FIELDS says which runs count).
+    found_s: float | None = None
+    found_runs: int | None = None
+    #: With --until-kill: whether the minimized trace is clean on the base design (the
+    #: finding kills the mutant; rig.drive.bugbench.kill_check), and what it does there.
+    kills: bool | None = None
+    kill_check: str | None = None
 
     def replay_command(self) -> str:
         from rig.world.designs import load_option
@@ -149,7 +173,9 @@ class Finding:
         return {"harness": self.harness, "kind": self.kind, "raw": self.raw,
                 "trace": self.trace, "summary": self.summary, "signature": self.signature,
                 "known": self.known, "inputs": self.inputs, "seen_by": list(self.seen_by),
-                "same_trace": list(self.same_trace), "replay": self.replay_command()}
+                "same_trace": list(self.same_trace), "replay": self.replay_command(),
+                "found_s": self.found_s, "found_runs": self.found_runs,
+                "kills": self.kills, "kill_check": self.kill_check}
 
 
 @dataclass
@@ -526,6 +552,13 @@ class Campaign:
         self.findings: dict[tuple[str, str], Finding] = {}  # (scope, signature) -> finding
         self.interrupted = False
         self.usage_error: str | None = None
+        #: The campaign's start (main sets it), for each finding's found_s.
+        self.t0 = time.monotonic()
+        #: Inputs the harnesses run so far executed (each harness adds its own at its end).
+        self.runs_done = 0
+        #: --until-kill BASE: the finding whose minimized trace is clean on BASE stops it.
+        self.until_kill: str | None = getattr(args, "until_kill", None)
+        self.killed: Finding | None = None
         self.live: list[Worker] = []
         self.progress = Progress()
         #: harness -> a worker's measured start-up (artifacts/startup.json, then this run)
@@ -588,6 +621,7 @@ class Campaign:
         if h.kind == "world":
             env["RIG_FUZZ_DESIGN"] = name.partition(":")[2]
         groups: dict[str, tuple[Finding, bytes]] = {}   # new findings of this harness
+        pending: list = []   # (finding, the worker that found it, the others' runs then)
         triaged: set = set()
         repeats: dict[str, int] = {}
         spawned = 0
@@ -615,6 +649,7 @@ class Campaign:
                 return
             triaged.add(path)
             raw = keep_raw(name, path, self.crashes)
+            saved_s = time.monotonic() - self.t0
             kind = path.name.split("-")[0]
             data = raw.read_bytes()
             sig = signature(h, data) if kind == "crash" else kind
@@ -633,7 +668,11 @@ class Campaign:
                 return
             if run.first_finding_s is None:
                 run.first_finding_s = round(time.monotonic() - start, 1)
-            finding = Finding(name, kind, _rel(raw), signature=sig)
+            finding = Finding(name, kind, _rel(raw), signature=sig, found_s=round(saved_s, 2))
+            # found_runs: the finding worker's own count is taken once it has ended (its
+            # final stats); the others' as they stand now.
+            pending.append((finding, w, self.runs_done + sum(
+                o.executed for o in finished + self.live if o is not w)))
             self.findings[(scope, sig)] = finding
             self.known.add(scope, sig, f"found by {name} in this campaign")
             groups[sig] = (finding, data)
@@ -641,6 +680,14 @@ class Campaign:
             if kind == "crash":
                 # Workers started from now on skip it (restarts, the next harnesses).
                 _write_lines(known_file, self.known.signatures(scope))
+            if self.until_kill and kind == "crash" and self.killed is None:
+                # Judged now, not after the slot: the first kill ends the campaign.
+                now = time.monotonic()
+                self.minimize(h, finding, data, max(now + MINIMIZE_MIN_S, min(
+                    now + UNTIL_KILL_MINIMIZE_S, campaign_deadline or float("inf"))))
+                self.judge_kill(finding)
+                if finding.kills:
+                    self.killed = finding
 
         def finish(w: Worker) -> None:
             sel.unregister(w.proc.stderr)
@@ -665,6 +712,7 @@ class Campaign:
                 return
             # A finding ended the worker: start another, told what is known by now.
             if (runs is None and not self.interrupted and self.usage_error is None
+                    and self.killed is None
                     and not any(n >= REPEATS_MAX for n in repeats.values())
                     and fuzz_end - time.monotonic() >= self.startup_estimate(name) + MIN_FUZZ_S):
                 if run.restarts < RESTARTS_MAX:
@@ -691,7 +739,7 @@ class Campaign:
                     elif w.proc.poll() is not None and not w.eof:
                         w.read()
                 end = fuzz_end if fuzz_end is not None else smoke_deadline
-                if stop_sent is None and (now >= end or self.interrupted
+                if stop_sent is None and (now >= end or self.interrupted or self.killed
                                           or self.usage_error is not None):
                     stop_sent = now
                     run.interrupted = self.interrupted
@@ -729,7 +777,10 @@ class Campaign:
         else:
             mdeadline = time.monotonic() + 60.0
         for sig, (finding, data) in sorted(groups.items(), key=lambda kv: len(kv[1][1])):
-            self.minimize(h, finding, data, mdeadline)
+            if finding.kills is None:  # (not minimized and judged already: --until-kill)
+                self.minimize(h, finding, data, mdeadline)
+        for finding, w, others in pending:
+            finding.found_runs = others + w.executed
         for finding, _ in groups.values():
             n = finding.inputs
             finding.summary = f"{finding.signature} ({n} input{'s' if n > 1 else ''})" + \
@@ -750,6 +801,7 @@ class Campaign:
         run.error = errors[0] if errors else None
         run.seconds = time.monotonic() - start
         run.execs_per_s = int(run.runs / run.seconds) if run.seconds > 0 else 0
+        self.runs_done += run.runs
         self.progress.update(run, run.seconds, slot_s, final=True)
         return run
 
@@ -813,6 +865,20 @@ class Campaign:
         return sum(measured) / len(measured) if measured else STARTUP_S
 
     # -- minimizing -------------------------------------------------------------------
+    def judge_kill(self, finding: Finding) -> None:
+        """--until-kill: whether the finding's minimized trace is clean on the base design
+        (rig.drive.bugbench.kill_check, the bug benchmark's one kill criterion)."""
+        from rig.drive.bugbench import kill_check
+
+        if finding.trace is None:
+            finding.kills, finding.kill_check = False, "no minimized trace to check"
+            return
+        verdict = kill_check(Path(finding.trace).read_text(encoding="utf-8"), self.until_kill)
+        finding.kills = verdict.kills
+        finding.kill_check = verdict.error or f"on {self.until_kill}: {verdict.outcome}"
+        self.log(f"rig fuzz: --until-kill {self.until_kill}: {finding.signature}: "
+                 + ("kills it" if verdict.kills else f"not a kill ({finding.kill_check})"))
+
     def minimize(self, h, finding: Finding, data: bytes, deadline: float) -> None:
         """The smallest trace that fails the same way, within ``deadline`` (a bounded
         minimizer keeps its best so far); the raw file is safe already, so whatever goes
@@ -828,8 +894,14 @@ class Campaign:
                 trace = h.to_core_trace(data)
                 m = _bounded(core_trace.CoreMinimizer, stop)(trace, harnesses._core_impls())
                 m.minimize()
-                out, _ = core_trace.write(core_trace.finalize(m, len(trace.ops)),
-                                          str(self.crashes))
+                from dataclasses import replace as _replace
+
+                from rig.core import MUTANT
+
+                final = core_trace.finalize(m, len(trace.ops))
+                # found on a core mutant: the trace names it, so that it replays there
+                final.config = _replace(final.config, mutant=MUTANT)
+                out, _ = core_trace.write(final, str(self.crashes))
                 regression = corpus.root() / "core" / Path(out).name
             else:
                 trace = h.to_trace(data)
@@ -943,13 +1015,16 @@ def summary_table(runs: list[HarnessRun]) -> list[str]:
 
 
 def _build(mode: str | None, log) -> tuple[dict, str]:
-    """The environment and label of the core the workers run."""
+    """The environment and label of the core the workers run: this process's core
+    mutant, if any (rig.cli.main.ensure_core_for put the campaign on the core its design
+    needs), in the instrumented build of ``mode``."""
     import rig.core
 
+    mutant = rig.core.MUTANT
     if rig.core.BACKEND == "pure":
         log("rig fuzz: the core is the pure-Python twin (RIG_PUREPYTHON=1): no native build")
-        return {}, "pure-python"
-    return native.prepare(mode, log)
+        return {}, "pure-python"  # (the workers inherit RIG_CORE_MUTANT)
+    return native.prepare(mode, log, mutant)
 
 
 def main(args) -> int:
@@ -969,6 +1044,16 @@ def main(args) -> int:
         # A spec (path/to/file.py:Class, pkg.module:Class) is loaded here, and reaches
         # the harness processes through RIG_DESIGNS (rig.world.designs.load_design).
         args.design = resolve_design(args.design)
+    if getattr(args, "until_kill", None):
+        from rig.world.designs import resolve as resolve_design
+
+        if args.no_minimize:
+            raise UsageError("--until-kill judges each finding's minimized trace: it cannot "
+                             "be used with --no-minimize")
+        if args.smoke:
+            raise UsageError("--until-kill stops a timed campaign: it cannot be used with "
+                             "--smoke")
+        args.until_kill = resolve_design(args.until_kill)
     names = args.harness or (list(harnesses.HARNESSES) if args.smoke
                            else list(harnesses.DEFAULT_CAMPAIGN))
     try:
@@ -990,6 +1075,7 @@ def main(args) -> int:
         _log(f"rig fuzz: libFuzzer flags: {' '.join(extra)}")
     env, build = _build(mode, _log)
     c = Campaign(args, env, build, corpus_root, artifacts, extra, jobs)
+    c.t0 = t0
     startup_file = artifacts / "startup.json"
     cache = _load_startup(startup_file)
     # Start-up depends on the build and on how many workers start at once.
@@ -1044,7 +1130,7 @@ def main(args) -> int:
                     dropped += [{"name": n, "reason": why} for n in late]
             todo = kept
         for i, name in enumerate(todo):
-            if c.interrupted or c.usage_error:
+            if c.interrupted or c.usage_error or c.killed:
                 break
             runs = None
             slot_s = None
@@ -1083,6 +1169,13 @@ def main(args) -> int:
         except OSError:
             pass
     wall = time.monotonic() - t0
+    until_kill = None
+    if c.until_kill:
+        ran = {r.name for r in results}
+        until_kill = {"base": c.until_kill,
+                      "killed": c.killed.signature if c.killed else None,
+                      "not_run": [n for n in names if c.killed and n not in ran
+                                  and n not in {d["name"] for d in dropped + skipped}]}
     merge_same_traces(results)
     findings = [f for r in results for f in r.findings]
     expected = {r.name for r in results if harnesses.harness_for(r.name).expect_crash}
@@ -1118,6 +1211,7 @@ def main(args) -> int:
             "dropped": dropped, "skipped": skipped, "not_run": not_run,
             "findings": [f.to_json() for f in real],
             "silent_canaries": silent_canaries, "errors": errors, "exit_code": code,
+            "until_kill": until_kill,
         }, indent=1), flush=True)
         return code
     print("\n".join(summary_table(results)))
@@ -1142,6 +1236,14 @@ def main(args) -> int:
         if f.same_trace:
             print(f"    same minimized trace as: {'; '.join(f.same_trace)}")
         print(f"    replay: {f.replay_command()}")
+    if until_kill and c.killed:
+        print(f"rig fuzz: --until-kill {c.until_kill}: {c.killed.signature} is clean on "
+              f"{c.until_kill} (it kills the mutant), found after {c.killed.found_s:.1f} s and "
+              f"{c.killed.found_runs} runs; the campaign stopped there"
+              + (f"; not run: {', '.join(until_kill['not_run'])}" if until_kill["not_run"]
+                 else ""))
+    elif until_kill:
+        print(f"rig fuzz: --until-kill {c.until_kill}: no finding was clean on {c.until_kill}")
     if c.interrupted:
         print(f"rig fuzz: interrupted after {wall:.1f} s"
               + (f"; not run: {', '.join(not_run)}" if not_run else ""))

@@ -234,9 +234,9 @@ class _Registry(dict):
         if not dict.__contains__(self, base):
             return False
         if design:
-            from rig.world.designs import DESIGNS
+            from rig.world.designs import ensure
 
-            return design in DESIGNS and dict.__getitem__(self, base).kind == "world"
+            return ensure(design) and dict.__getitem__(self, base).kind == "world"
         return True
 
     def __getitem__(self, name):

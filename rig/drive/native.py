@@ -15,7 +15,16 @@ preloaded; ``env_for`` sets that up, so users never type LD_PRELOAD or ASAN_OPTI
 
 Modes: ``fuzzer`` (coverage only; the ubsan runtime is the fast preload), ``address``
 (ASan; leak detection off: LeakSanitizer reports the interpreter's own allocations),
-``undefined`` (UBSan).
+``undefined`` (UBSan), and ``plain``: the package's own flags (-O2, no sanitizer, the
+default compiler, nothing to preload), for a process that needs a core-mutant variant
+(below) without instrumentation: the parent of a campaign, ``rig replay``, the tests.
+
+Core-mutant variants (rig.core.mutants): ``ensure_build(mode, mutant)`` compiles the same
+sources with ``-DRIG_MUTANT_<NAME>=1`` into a folder of its own (the stamp covers the
+mutant: it is in the flags), and leaves a ``.mutant`` file naming it beside the modules,
+which rig/core/cy/__init__.py checks against RIG_CORE_MUTANT; ``env_for`` sets that
+variable too, so the twin of the same process is the same mutant.  A fuzzer-mode variant
+is instrumented exactly as the unmutated fuzzer build: only the one define differs.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ from pathlib import Path
 
 #: The core's sources as the package ships them (package data of rig.core.cy).
 SOURCES = Path(__file__).resolve().parents[1] / "core" / "cy"
-MODES = ("fuzzer", "address", "undefined")
+MODES = ("fuzzer", "address", "undefined", "plain")
+#: The mode that needs no clang and no preload (the package's own flags).
+PLAIN = "plain"
 INSTALL_HINT = "apt-get install -y clang libclang-rt-14-dev"
 #: Overrides where the instrumented builds are cached.
 CACHE_ENV = "RIG_NATIVE_CACHE"
@@ -70,10 +81,34 @@ def cache_root() -> Path:
     return Path(base) / "gmem-rig"
 
 
-def flags(mode: str) -> tuple[list[str], list[str]]:
-    """(compile, link) arguments of the instrumented build in ``mode``."""
+def flags(mode: str, mutant: str | None = None) -> tuple[list[str], list[str]]:
+    """(compile, link) arguments of the build in ``mode``, for core mutant ``mutant``
+    (None: the real core).  ``plain`` is setup.py's own (-O2)."""
+    define = [f"-D{_mutant_entry(mutant).macro}=1"] if mutant else []
+    if mode == PLAIN:
+        return ["-O2", *define], []
     sanitize = "fuzzer-no-link" + ("" if mode == "fuzzer" else "," + mode)
-    return ["-O2", f"-fsanitize={sanitize}", "-g"], [f"-fsanitize={sanitize}"]
+    return ["-O2", f"-fsanitize={sanitize}", "-g", *define], [f"-fsanitize={sanitize}"]
+
+
+def _mutant_entry(mutant: str):
+    from rig.core.mutants import CORE_MUTANTS
+
+    try:
+        return CORE_MUTANTS[mutant]
+    except KeyError:
+        raise ValueError(f"core mutant {mutant!r}: one of {', '.join(CORE_MUTANTS)}") from None
+
+
+def _compiler(mode: str) -> list[str]:
+    """The C compiler's command: clang for the instrumented modes, else the one Python
+    was built with (what setup.py uses)."""
+    if mode != PLAIN:
+        return ["clang"]
+    import shlex
+    import sysconfig
+
+    return shlex.split(sysconfig.get_config_var("CC") or "cc")[:1]
 
 
 def sources() -> list[Path]:
@@ -86,11 +121,11 @@ def modules() -> list[str]:
     return [path.stem for path in sorted(SOURCES.glob("*.pyx"))]
 
 
-def _script(mode: str) -> str:
-    return BUILD_SCRIPT.format(flags=repr(flags(mode)))
+def _script(mode: str, mutant: str | None = None) -> str:
+    return BUILD_SCRIPT.format(flags=repr(flags(mode, mutant)))
 
 
-def _stamp(mode: str) -> str:
+def _stamp(mode: str, mutant: str | None = None) -> str:
     try:
         import Cython
     except ImportError:
@@ -98,31 +133,38 @@ def _stamp(mode: str) -> str:
     h = hashlib.sha256(mode.encode())
     for path in sources():
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    clang = subprocess.run(["clang", "--version"], capture_output=True, text=True).stdout \
-        if shutil.which("clang") else ""
-    for part in (_script(mode), sys.version, Cython.__version__, clang):
+    compiler = _compiler(mode)
+    version = subprocess.run([*compiler, "--version"], capture_output=True, text=True).stdout \
+        if shutil.which(compiler[0]) else ""
+    for part in (_script(mode, mutant), sys.version, Cython.__version__, version):
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 
 
-def build_dir(mode: str) -> Path:
-    """Where the instrumented build of ``mode`` for these sources lives (needs clang)."""
-    return cache_root() / f"native-{mode}-{_stamp(mode)[:16]}"
+def build_dir(mode: str, mutant: str | None = None) -> Path:
+    """Where the build of ``mode`` (and core mutant ``mutant``) for these sources lives."""
+    variant = f"{mode}-{mutant}" if mutant else mode
+    return cache_root() / f"native-{variant}-{_stamp(mode, mutant)[:16]}"
 
 
-def module_dir(mode: str) -> Path:
-    return build_dir(mode) / "rig" / "core" / "cy"
+def module_dir(mode: str, mutant: str | None = None) -> Path:
+    return build_dir(mode, mutant) / "rig" / "core" / "cy"
 
 
-def ensure_build(mode: str = "fuzzer", log=print) -> Path:
-    """Build (or reuse) the instrumented core; returns the directory of its modules."""
+def ensure_build(mode: str = "fuzzer", mutant: str | None = None, log=print) -> Path:
+    """Build (or reuse) the core in ``mode``, with core mutant ``mutant`` compiled in
+    (None: the real core); returns the directory of its modules."""
     if mode not in MODES:
         raise ValueError(f"native build mode {mode!r}: one of {', '.join(MODES)}")
-    if shutil.which("clang") is None:
-        raise NativeUnavailable(f"clang not found: {INSTALL_HINT}")
+    if mutant is not None:
+        _mutant_entry(mutant)
+    compiler = _compiler(mode)[0]
+    if shutil.which(compiler) is None:
+        raise NativeUnavailable(f"{compiler} not found: {INSTALL_HINT}" if mode != PLAIN
+                                else f"no C compiler ({compiler}) to build the core with")
     if not modules():
         raise NativeUnavailable(f"no .pyx sources in {SOURCES} (a broken install?)")
-    out = build_dir(mode)
+    out = build_dir(mode, mutant)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -131,17 +173,21 @@ def ensure_build(mode: str = "fuzzer", log=print) -> Path:
     # Parallel test workers and campaigns may ask at once: one builds, the others wait.
     with open(out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build_locked(mode, out, log)
+        return _build_locked(mode, mutant, out, log)
 
 
-def _build_locked(mode: str, out: Path, log) -> Path:
+def _build_locked(mode: str, mutant: str | None, out: Path, log) -> Path:
+    from rig.core.mutants import MARKER
+
     stamp_file = out / ".stamp"
-    stamp = _stamp(mode)
+    stamp = _stamp(mode, mutant)
     target = out / "rig" / "core" / "cy"
     built = {p.name.split(".")[0] for p in target.glob("*.so")} if target.is_dir() else set()
     if set(modules()) <= built and stamp_file.exists() and stamp_file.read_text() == stamp:
         return target
-    log(f"building the instrumented core ({mode} mode, clang) in {out}")
+    what = "the instrumented core" if mode != PLAIN else "the core"
+    log(f"building {what} ({mode} mode, {_compiler(mode)[0]}"
+        f"{', core mutant ' + mutant if mutant else ''}) in {out}")
     # The sources are copied out of the package (which may be read-only site-packages:
     # cythonize writes its .c beside the .pyx); empty __init__.py files are enough for
     # Cython to name the modules rig.core.cy.<name>.
@@ -152,8 +198,10 @@ def _build_locked(mode: str, out: Path, log) -> Path:
         (src / package / "__init__.py").write_text("")
     for path in sources():
         shutil.copyfile(path, src / "rig" / "core" / "cy" / path.name)
-    (src / "setup.py").write_text(_script(mode))
-    env = dict(os.environ, CC="clang", LDSHARED="clang -shared")
+    (src / "setup.py").write_text(_script(mode, mutant))
+    env = dict(os.environ)
+    if mode != PLAIN:
+        env.update(CC="clang", LDSHARED="clang -shared")
     env.pop("PYTHONPATH", None)  # (the build needs Cython and setuptools, not the rig)
     proc = subprocess.run(
         [sys.executable, "setup.py", "build_ext", "--build-lib", str(out),
@@ -162,13 +210,18 @@ def _build_locked(mode: str, out: Path, log) -> Path:
     shutil.rmtree(out / "tmp", ignore_errors=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-15:])
-        raise NativeUnavailable(f"the instrumented build failed:\n{tail}\n(is "
-                                f"libclang-rt-14-dev installed? {INSTALL_HINT})")
+        hint = f"(is libclang-rt-14-dev installed? {INSTALL_HINT})" if mode != PLAIN else ""
+        raise NativeUnavailable(f"the {mode} build of the core failed:\n{tail}\n{hint}")
     missing = sorted(set(modules()) - {p.name.split(".")[0] for p in target.glob("*.so")})
     if missing:
         raise NativeUnavailable(f"the instrumented build made no module for "
                                 f"{', '.join(missing)} in {target}")
     shutil.rmtree(src, ignore_errors=True)
+    marker = target / MARKER
+    if mutant:
+        marker.write_text(mutant + "\n")
+    elif marker.exists():
+        marker.unlink()
     stamp_file.write_text(stamp)
     return target
 
@@ -183,23 +236,33 @@ def runtime(mode: str) -> str:
     return path
 
 
-def env_for(mode: str, modules: Path) -> dict:
-    """Environment for a harness process importing the instrumented core."""
-    env = {"RIG_NATIVE_DIR": str(modules), "LD_PRELOAD": runtime(mode)}
+def env_for(mode: str, modules: Path, mutant: str | None = None) -> dict:
+    """Environment for a process importing the build in ``modules`` (of ``mode``, for
+    core mutant ``mutant``): RIG_CORE_MUTANT is set or emptied to match, so that the
+    twin is the same core and a parent's mutant never leaks into a real-core child."""
+    from rig.core.mutants import ENV
+
+    env = {"RIG_NATIVE_DIR": str(modules), ENV: mutant or ""}
+    if mode != PLAIN:
+        env["LD_PRELOAD"] = runtime(mode)
     if mode == "address":
         env["ASAN_OPTIONS"] = "detect_leaks=0"
     return env
 
 
-def prepare(mode: str | None, log=print) -> tuple[dict, str]:
+def prepare(mode: str | None, log=print, mutant: str | None = None) -> tuple[dict, str]:
     """(extra environment, build label) for fuzzing: the instrumented build when it can be
-    had, else the plain build with a clear warning saying how to get the other."""
-    if not mode:
+    had, else the plain build with a clear warning saying how to get the other.  With a
+    core mutant, either is that mutant's variant (the label stays the mode's); if not
+    even the plain variant can be built, NativeUnavailable: a mutant is never fuzzed on
+    the real core."""
+    if mode:
+        try:
+            return env_for(mode, ensure_build(mode, mutant, log), mutant), f"native-{mode}"
+        except NativeUnavailable as exc:
+            log(f"WARNING: {exc}")
+            log("WARNING: falling back to the plain (gcc) build: the Cython core is fuzzed "
+                "blind (libFuzzer sees only Python edges)")
+    if not mutant:
         return {}, "plain"
-    try:
-        return env_for(mode, ensure_build(mode, log)), f"native-{mode}"
-    except NativeUnavailable as exc:
-        log(f"WARNING: {exc}")
-        log("WARNING: falling back to the plain (gcc) build: the Cython core is fuzzed "
-            "blind (libFuzzer sees only Python edges)")
-        return {}, "plain"
+    return env_for(PLAIN, ensure_build(PLAIN, mutant, log), mutant), "plain"

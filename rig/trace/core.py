@@ -38,8 +38,10 @@ from rig.errors import ERRNO_BY_NAME
 from rig.trace.format import MAGIC, Cursor, TraceError, split_lines, trace_lines
 from rig.trace.minimize import write_new
 
-#: The core header's keys, in canonical order (CoreConfig's fields).
-CORE_FIELDS = ("nblocks", "block_size", "rollback", "iommu", "dma_entry_limit")
+#: The core header's keys, in canonical order (CoreConfig's fields).  ``mutant`` (added
+#: with the bug benchmark; absent = the package's core, so older traces mean what they
+#: meant) is written only when set.
+CORE_FIELDS = ("nblocks", "block_size", "rollback", "iommu", "dma_entry_limit", "mutant")
 ROLLBACKS = ROLLBACK_POLICIES  # append-only, as the core keeps it
 IOMMUS = ("type1", "iommufd")
 #: More blocks than any decoder or test uses, few enough that a hand-edited header
@@ -121,9 +123,7 @@ class CoreTrace:
 
 def format_core_header(config: CoreConfig) -> str:
     """``# core nblocks=8 block_size=0x1000 ...``: sizes in hex, counts in decimal."""
-    return (f"# core nblocks={config.nblocks} block_size=0x{config.block_size:x} "
-            f"rollback={config.rollback} iommu={config.iommu} "
-            f"dma_entry_limit={config.dma_entry_limit}")
+    return f"# core {config}"
 
 
 def serialize(trace: CoreTrace) -> str:
@@ -183,6 +183,13 @@ def _parse_header_value(key: str, text: str):
         if value & (value - 1) or not 0x1000 <= value <= 0x200000:
             raise ValueError(f"block_size: {text} is not a power of two in 0x1000..0x200000")
         return value
+    if key == "mutant":
+        from rig.core.mutants import CORE_MUTANTS
+
+        if text not in CORE_MUTANTS:
+            raise ValueError(f"mutant: {text!r} is not a core mutant (one of "
+                             f"{', '.join(CORE_MUTANTS)})")
+        return text
     words = ROLLBACKS if key == "rollback" else IOMMUS
     if text not in words:
         raise ValueError(f"{key}: {text!r} is not one of {', '.join(words)}")
@@ -363,7 +370,16 @@ class CoreRunResult:
 
 def run_core(config: CoreConfig, ops, impls) -> CoreRunResult:
     """Run ``ops`` on every implementation in ``impls``, step by step, up to the first
-    disagreement."""
+    disagreement.  A trace of a core mutant runs only on that mutant's core
+    (CoreMutantError otherwise: ``rig`` re-executes on it)."""
+    from rig.core import MUTANT
+    from rig.core.mutants import CoreMutantError
+
+    if config.mutant and config.mutant != MUTANT:
+        raise CoreMutantError(
+            f"this core trace is of core mutant {config.mutant!r} and this process's core is "
+            f"{'mutant ' + repr(MUTANT) if MUTANT else 'the package'}'s: run it through "
+            f"`rig`, which re-executes on that mutant's core")
     steps: list = []
     error = None
     try:
@@ -462,7 +478,9 @@ class CoreMinimizer:
         fails: the default is no simpler than a smaller region)."""
         changed = False
         default = CoreConfig()
-        for name in CORE_FIELDS[1:]:
+        # (never ``mutant``: the trace shows the defect of that core, and a minimizer
+        # running on it would find the header "simpler" without the name.)
+        for name in CORE_FIELDS[1:-1]:
             cfg = self.trace.config
             if getattr(cfg, name) != getattr(default, name):
                 changed |= self.try_(replace(cfg, **{name: getattr(default, name)}), self.trace.ops)

@@ -43,7 +43,7 @@ from rig.trace.decode import DecodeOptions, decode
 from rig.trace.format import (MAGIC, Trace, format_header, format_value, parse_expect,
                               parse_op_line, parse_value, serialize)
 from rig.world.config import CONFIG_FIELDS, RamSpec, WorldConfig
-from rig.world.designs import BUILT_IN, DESIGNS
+from rig.world.designs import BUILT_IN, DESIGNS, ensure
 from rig.world.faults import SITES, FaultSpec
 from rig.world.ops import OPS, POINT_ATTR, Op, OpSpec, before_point, format_op, nested_op, op
 
@@ -835,7 +835,7 @@ def _text_word_error(kind: str, word: str) -> str | None:
             return "is not key=value with a header key"
         try:
             parsed = parse_value(key, value)
-            if key == "design" and parsed not in DESIGNS:
+            if key == "design" and not ensure(parsed):
                 return f"names no design ({', '.join(DESIGNS)})"
             WorldConfig().with_(**{key: parsed}).validate()
         except ValueError as exc:

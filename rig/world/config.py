@@ -64,12 +64,12 @@ class WorldConfig:
 
     def validate(self) -> "WorldConfig":
         """Raise ValueError("<field>: <why>") for a world that cannot exist."""
-        from rig.world.designs import DESIGNS
+        from rig.world.designs import DESIGNS, ensure
 
         def bad(name: str, why: str):
             raise ValueError(f"{name}: {why}")
 
-        if self.design not in DESIGNS:
+        if not ensure(self.design):
             bad("design", f"unknown design {self.design!r} (one of {', '.join(DESIGNS)}; "
                 "a design of your own: --load path/to/file.py:Class or RIG_DESIGNS)")
         if self.iommu not in ("type1", "iommufd"):

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rig.core import load_backend
+from rig.core import MUTANT as CORE_MUTANT, load_backend
 from rig.core.types import MemoryRegionSection
-from rig.errors import EAGAIN, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, ENOENT, ENOMEM, ENOSPC
+from rig.errors import (EAGAIN, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, ENOENT, ENOMEM, ENOSPC,
+                        UsageError)
 from rig.world.faults import FaultPlan, FaultSite, Injected, fault_site, make_plan
 from rig.world.ops import OPS, interleave_point, world_op
 from rig.world.config import WorldConfig
@@ -330,6 +331,16 @@ class World:
         self.core = core_backend(backend)
         self.backend = self.core.name
         self.design = make_design(config.design)
+        wanted = getattr(self.design, "core_mutant", None)
+        if wanted and wanted != CORE_MUTANT and self.backend != "model":
+            # A core mutant (rig.world.mutants.core) is a build of the core: one per
+            # process, chosen at import (rig.core.mutants), not per World.
+            raise UsageError(
+                f"design {config.design} needs the core built with mutant {wanted}, and "
+                f"this process runs {CORE_MUTANT or 'the real core'}: run it as a `rig` "
+                f"command (which re-executes on that core) or in a process started with "
+                f"RIG_CORE_MUTANT={wanted} (and RIG_PUREPYTHON=1, or RIG_NATIVE_DIR from "
+                f"rig.drive.native.env_for)")
         self.plan = plan if plan is not None else make_plan(
             config.faults, seed=config.seed, nth=config.fail_nth,
             p_activate=config.p_activate, p_fire=config.p_fire)
@@ -337,6 +348,9 @@ class World:
         self.frames = FrameTable()
         self.manager_calls: list = []   # ManagerCalls frames in progress
         self.order_violations: list[tuple] = []
+        #: (op index, frame id, file name) of every frame a punch dropped while the IOMMU
+        #: still pinned it (pin-leak: even if it is unpinned before the op ends).
+        self.punched_pinned: list[tuple] = []
         self.blocks = [RamBlock(i, r.gpa, r.size, self) for i, r in enumerate(config.ram)]
         self.pinner = HostPinner(self)
         self.devices: dict[tuple[str, int], Device] = {}
@@ -345,6 +359,9 @@ class World:
         self.expected_data: dict[int, int] = {}  # gpa page -> tag a device wrote
         self.tag = 0
         self.op_index = -1
+        #: (op, result) of the op ``apply`` ran last, its own result, not an interleaved
+        #: op's (the oracle judges a failed conversion by it: spurious-failure)
+        self.applied: tuple | None = None
         self.vm_stopped: int | None = None
         self.budget_check = (self.design.budget_check if config.budget_check == "auto"
                              else config.budget_check)
@@ -567,12 +584,14 @@ class World:
     def punch_hole(self, file: HostFile, site: FaultSite, offset: int, size: int) -> int:
         """fallocate(PUNCH_HOLE|KEEP_SIZE), with injected partial punches at ``site``."""
         pages = (size + file.page_size - 1) // file.page_size
+        first, last = offset // file.page_size, (offset + size - 1) // file.page_size
+        pinned = [f for f in map(file.pages.get, range(first, last + 1))
+                  if f is not None and f.pins]
         fault = self.fault(site.name, pages)
-        if fault:
-            file.punch_hole(offset, size, limit_pages=fault.partial or 0)
-            return fault.errno
-        file.punch_hole(offset, size)
-        return 0
+        file.punch_hole(offset, size, limit_pages=(fault.partial or 0) if fault else None)
+        self.punched_pinned += [(self.op_index, f.id, file.name) for f in pinned
+                                if f.file is None]
+        return fault.errno if fault else 0
 
     MEMFD_PUNCH_HOLE = fault_site(
         "memfd.punch_hole", id=5, errnos=(EINTR, ENOMEM, EIO), partial=True,
@@ -642,6 +661,7 @@ class World:
     # -- ops ------------------------------------------------------------------------------
     def begin_op(self, index: int, op) -> None:
         self.op_index = index
+        self.applied = None
         self.converted = set()
         self.plan.begin_op(index, op)
         interleave = op.prop("interleave") if op is not None else None
@@ -660,6 +680,7 @@ class World:
         ``on_done(result)`` has seen the state the op itself left."""
         self.interleaved_midway = False
         result = self.dispatch(op)
+        self.applied = (op, result)
         if on_done is not None:
             on_done(result)
         if self._interleave is not None:

@@ -19,8 +19,24 @@ CORPORA = ROOT / "corpora"
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 
 
+def needs_core_mutant(trace: Path) -> str | None:
+    """The core mutant a trace runs on (corpora/mutants/: a world trace whose design is a
+    core mutant, or a core trace naming one), or None.  Such a trace cannot replay in
+    this process, whose core is the package's: tests/mutants/test_core_mutants.py
+    replays it in a child on the mutant's core build."""
+    from rig.trace import core as core_trace
+    from rig.trace import format as world_trace
+    from rig.world.mutants.core import core_mutant_of
+
+    text = trace.read_text()
+    if core_trace.is_core_trace(text):
+        return core_trace.parse(text).config.mutant
+    return core_mutant_of(world_trace.parse(text).config.design)
+
+
 def traces() -> list[Path]:
-    return sorted(CORPORA.rglob("*.trace"))
+    """The corpus traces this process can replay (snapshots are taken of these)."""
+    return [p for p in sorted(CORPORA.rglob("*.trace")) if not needs_core_mutant(p)]
 
 
 def snapshot_path(trace: Path) -> Path:

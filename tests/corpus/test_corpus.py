@@ -11,16 +11,31 @@ from rig.trace import core as core_trace
 from rig.trace import format as world_trace
 
 from tests.conftest import BACKENDS
+from tests.corpus.snapshot import traces
 
 CORPORA = Path(__file__).resolve().parents[2] / "corpora"
-TRACES = sorted(CORPORA.rglob("*.trace"))
+#: Every corpus file (parse and round trip), and those that replay in this process (the
+#: traces of core mutants replay on their own core, in tests/mutants/).
+ALL = sorted(CORPORA.rglob("*.trace"))
+TRACES = traces()
 
 
 def test_corpus_is_not_empty():
     assert len(list((CORPORA / "regressions").glob("*.trace"))) >= 6
 
 
-@pytest.mark.parametrize("path", TRACES, ids=lambda p: str(p.relative_to(CORPORA)))
+def test_only_core_mutant_traces_are_left_to_their_own_core():
+    assert TRACES and set(ALL) - set(TRACES) == {
+        p for p in ALL if "mutants" in p.parts and p.stem in _core_mutants()}
+
+
+def _core_mutants() -> set:
+    from rig.world.mutants import mutants
+
+    return {name for name, cls in mutants().items() if cls.core_mutant}
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(CORPORA)))
 def test_trace_round_trips(path):
     fmt = core_trace if core_trace.is_core_trace(path.read_text()) else world_trace
     trace = fmt.load(str(path), strict=True)

@@ -34,9 +34,10 @@ BS = 0x1000
 
 #: The published order, most severe first.  Severity picks an outcome's headline, hence
 #: the finding signature and the regression file name: this list changes only on purpose.
-SEVERITY_ORDER = ("stale-mapping", "private-dma", "pin-leak", "data-integrity",
-                  "shared-unmapped", "attr-agree", "atomic-failure", "dma-accounting",
-                  "double-backing", "notify-order", "differential")
+SEVERITY_ORDER = ("stale-mapping", "private-dma", "orphan-listener", "pin-leak",
+                  "data-integrity", "shared-unmapped", "attr-agree", "atomic-failure",
+                  "dma-accounting", "mapping-exhaustion", "double-backing",
+                  "spurious-failure", "notify-order", "differential")
 
 
 # -- the cases: what breaks each check, and the same done right ---------------------------
@@ -149,6 +150,32 @@ def double_backing_after_stop(backend, monkeypatch):
     return _worlds(WorldConfig(ram=(RamSpec(0x0, 0x4000),)), ops, backend, "qemu-10.1")
 
 
+def orphan_listener(backend, monkeypatch):
+    """The world forgets a device (as a realize that gives up and does not unregister,
+    the failed-realize-keeps-listener mutant) while its listener stays registered and
+    its container mapped."""
+    ops = [op("vfio_register", 0, 0, 0x10000), op("kvm_convert_memory", 0x0, 0x2000, SHARED)]
+    return _crafted("hardened", backend, ops,
+                    lambda world: world.devices.pop(("vfio", 0)))
+
+
+def mapping_exhaustion(backend, monkeypatch):
+    """A budget check that only warns where the design's says it refuses (the
+    limit-warn-only mutant) admits a device over dma_max_mappings, and its first
+    conversion runs the container out; hardened refuses the device, the conversion
+    then needs no mapping."""
+    cfg = WorldConfig(dma_entry_limit=0, max_memslots=1, ram=(RamSpec(0x0, 0x1000),))
+    ops = [op("vfio_register", 0, 0, 0x1000), op("kvm_convert_memory", 0x0, BS, SHARED)]
+    return _worlds(cfg, ops, backend, "limit-warn-only")
+
+
+def spurious_failure(backend, monkeypatch):
+    """qemu-10.1 applies a conversion over two adjacent RAM blocks to the first one with
+    the full size (docs/semantics.md 2.3): -EINVAL for a valid request, no fault."""
+    cfg = WorldConfig(ram=(RamSpec(0x0, 0x1000), RamSpec(0x1000, 0x1000)))
+    return _worlds(cfg, [op("kvm_convert_memory", 0x0, 0x2000, SHARED)], backend, "qemu-10.1")
+
+
 ORIGINAL_STATE_CHANGE = pure_rba.RamBlockAttributes.state_change
 
 
@@ -200,6 +227,7 @@ def differential(backend, monkeypatch):
 CASES = {
     ("stale-mapping", "state"): stale_mapping,
     ("private-dma", "state"): private_dma,
+    ("orphan-listener", "state"): orphan_listener,
     ("pin-leak", "state"): pin_leak,
     ("data-integrity", "state"): data_integrity,
     ("shared-unmapped", "state"): shared_unmapped,
@@ -208,6 +236,8 @@ CASES = {
     ("dma-accounting", "state"): dma_accounting,
     ("double-backing", "state"): double_backing,
     ("double-backing", "after-stop"): double_backing_after_stop,
+    ("mapping-exhaustion", "state"): mapping_exhaustion,
+    ("spurious-failure", "state"): spurious_failure,
     ("notify-order", "state"): notify_order,
     ("differential", "differential"): differential,
 }
@@ -230,6 +260,23 @@ def test_each_check_fires_when_broken_and_not_when_right(name, kind, check, back
     assert fired, [str(v) for v in check(*bad)]
     assert all(v.detail for v in fired)
     assert [str(v) for v in check(*good) if v.invariant == name] == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pin_leak_sees_a_frame_punched_while_pinned(backend):
+    """pin-leak's second reading: a frame punched while the IOMMU pins it, even when the
+    unmap later in the same op unpins and frees it (the discard-before-unmap mutant's
+    order; hardened unmaps, then punches).  By the end of the op nothing is leaked, so
+    only the world's record of the punch (World.punched_pinned) shows it."""
+    cfg = WorldConfig(ram=(RamSpec(0x0, 0x1000),))
+    ops = [op("vfio_register", 0, 0, 0x1000), op("kvm_convert_memory", 0x0, BS, SHARED),
+           op("kvm_convert_memory", 0x0, BS, PRIVATE)]
+    (bad,), (good,) = _worlds(cfg, ops, backend, "discard-before-unmap")
+    assert bad.frames.leaked() == [] and bad.pinner.locked_vm == 0
+    fired = oracle.check_pins(bad)
+    assert [v.items for v in fired] == [["frame #1 (memfd0)"]], [str(v) for v in fired]
+    assert "punched from their file while the IOMMU still pinned them" in fired[0].detail
+    assert oracle.check_pins(good) == []
 
 
 # -- the registry -------------------------------------------------------------------------

@@ -21,6 +21,18 @@ from libc.stdlib cimport calloc, free, malloc
 
 from rig.core.types import IommuMapping
 
+# Core mutant (rig.core.mutants), 0 unless a variant build defines it.
+cdef extern from *:
+    """
+    #ifndef RIG_MUTANT_IOMMUFD_PARTIAL_UNMAP_IGNORED
+    #define RIG_MUTANT_IOMMUFD_PARTIAL_UNMAP_IGNORED 0
+    #endif
+    """
+    const int RIG_MUTANT_IOMMUFD_PARTIAL_UNMAP_IGNORED
+
+#: The core mutants this module was compiled with: name -> flag.
+MUTANT_FLAGS = {"iommufd-partial-unmap-ignored": RIG_MUTANT_IOMMUFD_PARTIAL_UNMAP_IGNORED}
+
 cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFF
 cdef uint64_t NO_PARTIAL = 0xFFFFFFFFFFFFFFFF
 # The host kernel's PAGE_SIZE (x86-64): iommufd's uptr alignment and iopt_alloc_pages()'s
@@ -506,6 +518,8 @@ cdef class IommufdIoas(IoPageTable):
             # An area not fully inside [iova, last]: stop, keeping what was removed.
             if (pte.map_pfn << self.pgshift) < iova or \
                     ((pte.map_pfn + pte.map_npages) << self.pgshift) - 1 > last:
+                if RIG_MUTANT_IOMMUFD_PARTIAL_UNMAP_IGNORED and unmapped:
+                    break  # to ``if (unmapped_bytes) rc = 0;``: a success
                 self.last_unmapped = unmapped
                 return -ENOENT
             if ret and allowed == 0:

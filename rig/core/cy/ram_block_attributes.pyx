@@ -21,6 +21,43 @@ from libc.errno cimport EINVAL, ENOENT
 cdef extern from *:
     ctypedef unsigned long long u128 "unsigned __int128"
 
+# Core mutants (rig.core.mutants): each one deliberate defect of the bug benchmark, 0
+# unless a variant build defines it (-DRIG_MUTANT_X=1, rig.drive.native); the C compiler
+# folds ``if RIG_MUTANT_X:`` away in the package's build.
+cdef extern from *:
+    """
+    #ifndef RIG_MUTANT_ROLLBACK_WRONG_SECTION
+    #define RIG_MUTANT_ROLLBACK_WRONG_SECTION 0
+    #endif
+    #ifndef RIG_MUTANT_SIZE_UNALIGNED_ACCEPTED
+    #define RIG_MUTANT_SIZE_UNALIGNED_ACCEPTED 0
+    #endif
+    #ifndef RIG_MUTANT_NO_WRAP_CHECK
+    #define RIG_MUTANT_NO_WRAP_CHECK 0
+    #endif
+    #ifndef RIG_MUTANT_DOUBLE_POPULATE
+    #define RIG_MUTANT_DOUBLE_POPULATE 0
+    #endif
+    #ifndef RIG_MUTANT_ROLLBACK_FORGETS_FAILING_BIT
+    #define RIG_MUTANT_ROLLBACK_FORGETS_FAILING_BIT 0
+    #endif
+    """
+    const int RIG_MUTANT_ROLLBACK_WRONG_SECTION
+    const int RIG_MUTANT_SIZE_UNALIGNED_ACCEPTED
+    const int RIG_MUTANT_NO_WRAP_CHECK
+    const int RIG_MUTANT_DOUBLE_POPULATE
+    const int RIG_MUTANT_ROLLBACK_FORGETS_FAILING_BIT
+
+#: The core mutants this module was compiled with: name -> flag (rig.core checks them
+#: against RIG_CORE_MUTANT when it loads this backend).
+MUTANT_FLAGS = {
+    "rollback-wrong-section": RIG_MUTANT_ROLLBACK_WRONG_SECTION,
+    "size-unaligned-accepted": RIG_MUTANT_SIZE_UNALIGNED_ACCEPTED,
+    "no-wrap-check": RIG_MUTANT_NO_WRAP_CHECK,
+    "double-populate": RIG_MUTANT_DOUBLE_POPULATE,
+    "rollback-forgets-failing-bit": RIG_MUTANT_ROLLBACK_FORGETS_FAILING_BIT,
+}
+
 ROLLBACK_POLICIES = ("none", "listeners", "full", "sources")  # append-only: ids are bytes
 
 # Coverage marks: counters of rare paths, which tests read to prove they reach them.
@@ -62,6 +99,18 @@ cdef bint memory_region_section_intersect_range(MemoryRegionSection *s, uint64_t
     s.offset_within_region = start
     s.size = <uint64_t>(end - start)
     return True
+
+
+cdef inline uint64_t no_wrap_check_clip(uint64_t offset, uint64_t size,
+                                        uint64_t region_size) noexcept nogil:
+    """The no-wrap-check mutant lets a range whose end wraps 2^64 through
+    is_valid_range (its wrapped end is inside the region).  The C would then scan and
+    write up to 2^52 bits past the bitmap; the mutant stops at the region's end instead,
+    so that the process lives to be judged (the defect is the accepted range, not the
+    memory corruption).  Identity for a range that does not wrap."""
+    if offset + size >= offset:
+        return size
+    return region_size - offset if offset < region_size else 0
 
 
 cdef object section_to_py(const MemoryRegionSection *s):
@@ -174,10 +223,10 @@ cdef class RamBlockAttributes:
 
     cdef bint c_is_valid_range(self, uint64_t offset, uint64_t size) noexcept:
         cdef uint64_t block_size = self.block_size
-        if offset % block_size or size % block_size:
+        if offset % block_size or (size % block_size and not RIG_MUTANT_SIZE_UNALIGNED_ACCEPTED):
             return False
-        if offset + size <= offset:  # size 0, or the end wraps 2^64
-            return False
+        if offset + size <= offset and not RIG_MUTANT_NO_WRAP_CHECK:
+            return False  # size 0, or the end wraps 2^64
         if offset + size > self.region_size:
             return False
         return True
@@ -199,11 +248,15 @@ cdef class RamBlockAttributes:
     def is_range_populated(self, uint64_t offset, uint64_t size):
         if not self.c_is_valid_range(offset, size):
             raise ValueError(f"0x{offset:x}+0x{size:x} is not a valid range of the region")
+        if RIG_MUTANT_NO_WRAP_CHECK:
+            size = no_wrap_check_clip(offset, size, self.region_size)
         return self.c_is_range_populated(offset, size)
 
     def is_range_discarded(self, uint64_t offset, uint64_t size):
         if not self.c_is_valid_range(offset, size):
             raise ValueError(f"0x{offset:x}+0x{size:x} is not a valid range of the region")
+        if RIG_MUTANT_NO_WRAP_CHECK:
+            size = no_wrap_check_clip(offset, size, self.region_size)
         return self.c_is_range_discarded(offset, size)
 
     def is_populated(self, section):
@@ -246,7 +299,8 @@ cdef class RamBlockAttributes:
             while done is not None:
                 if done is rdl and self.rollback_policy != RBA_ROLLBACK_SOURCES:
                     break
-                tmp = done.rdl_section
+                # (rollback-wrong-section: virtio-mem's bug, the failing listener's.)
+                tmp = rdl.rdl_section if RIG_MUTANT_ROLLBACK_WRONG_SECTION else done.rdl_section
                 if memory_region_section_intersect_range(&tmp, offset, size):
                     done._notify_discard(&tmp)
                 if done is rdl:
@@ -288,6 +342,8 @@ cdef class RamBlockAttributes:
 
         if not self.c_is_valid_range(offset, size):
             return -EINVAL
+        if RIG_MUTANT_NO_WRAP_CHECK:
+            size = no_wrap_check_clip(offset, size, self.region_size)
         words = self.bitmap.words
         first_bit = offset // block_size
         nbits = size // block_size
@@ -330,7 +386,9 @@ cdef class RamBlockAttributes:
             if mine == NULL:
                 raise MemoryError()
         try:
-            bit = find_next_zero_bit(words, end_bit, first_bit)
+            # (double-populate: every block, the populated ones too.)
+            bit = first_bit if RIG_MUTANT_DOUBLE_POPULATE else \
+                find_next_zero_bit(words, end_bit, first_bit)
             while bit < end_bit:
                 set_bit(bit, words)
                 if mine != NULL:
@@ -338,13 +396,15 @@ cdef class RamBlockAttributes:
                 ret = self.c_notify_populate(bit * block_size, block_size)
                 if ret:
                     break
-                bit = find_next_zero_bit(words, end_bit, bit + 1)
+                bit = bit + 1 if RIG_MUTANT_DOUBLE_POPULATE else \
+                    find_next_zero_bit(words, end_bit, bit + 1)
             if ret and mine != NULL:
                 # The failing block's listeners were rolled back by notify_populate; undo
                 # the blocks that succeeded, newest first, so every listener and bit is as
                 # before.  A block a nested call cleared meanwhile is already undone.
                 marks[MARK_FULL_ROLLBACK] += 1
-                clear_bit(bit, words)
+                if not RIG_MUTANT_ROLLBACK_FORGETS_FAILING_BIT:
+                    clear_bit(bit, words)
                 i = bit
                 while i > first_bit:
                     i -= 1

@@ -13,6 +13,18 @@ from libc.stdint cimport int64_t, uint64_t
 from rig.core.cy.iommu cimport IoPageTable
 from rig.core.cy.ram_block_attributes cimport MemoryRegionSection, RamDiscardListener, section_to_py
 
+# Core mutant (rig.core.mutants), 0 unless a variant build defines it.
+cdef extern from *:
+    """
+    #ifndef RIG_MUTANT_VFIO_POPULATE_NO_ROLLBACK
+    #define RIG_MUTANT_VFIO_POPULATE_NO_ROLLBACK 0
+    #endif
+    """
+    const int RIG_MUTANT_VFIO_POPULATE_NO_ROLLBACK
+
+#: The core mutants this module was compiled with: name -> flag.
+MUTANT_FLAGS = {"vfio-populate-no-rollback": RIG_MUTANT_VFIO_POPULATE_NO_ROLLBACK}
+
 cdef uint64_t mark_populate_rollback = 0
 
 
@@ -63,9 +75,11 @@ cdef class VFIORamDiscardListener(RamDiscardListener):
             vaddr = self.vaddr_base + start
             ret = self.container.dma_map(iova, chunk, vaddr, None, self.readonly_map)
             if ret:
-                # Rollback: one unmap of the whole section, mapped granules or not.
-                mark_populate_rollback += 1
-                self._notify_discard(section)
+                # Rollback: one unmap of the whole section, mapped granules or not
+                # (vfio-populate-no-rollback: none, the granules mapped so far stay).
+                if not RIG_MUTANT_VFIO_POPULATE_NO_ROLLBACK:
+                    mark_populate_rollback += 1
+                    self._notify_discard(section)
                 return ret
             start += chunk
             left -= chunk

@@ -20,8 +20,14 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 
+from rig.core.mutants import ACTIVE as _MUTANT
 from rig.core.types import IommuMapping
 from rig.errors import EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, EOVERFLOW, EPERM
+
+# Core mutant (rig.core.mutants): RIG_CORE_MUTANT, as the .pyx's macro.
+_IOMMUFD_PARTIAL_UNMAP_IGNORED = _MUTANT == "iommufd-partial-unmap-ignored"
+#: The core mutants this module implements: name -> flag.
+MUTANT_FLAGS = {"iommufd-partial-unmap-ignored": int(_IOMMUFD_PARTIAL_UNMAP_IGNORED)}
 
 U64_MAX = (1 << 64) - 1
 #: The host kernel's PAGE_SIZE (x86-64): iommufd's uptr alignment and iopt_alloc_pages()'s
@@ -297,6 +303,8 @@ class IommufdIoas(_IoPageTable):
         unmapped = 0
         for m in self._inside(iova, last):
             if m.iova < iova or m.iova + m.size - 1 > last:
+                if _IOMMUFD_PARTIAL_UNMAP_IGNORED and unmapped:
+                    break  # to ``if (unmapped_bytes) rc = 0;``: a success
                 self.last_unmapped = unmapped
                 return -ENOENT
             if ret and allowed == 0:

@@ -27,12 +27,38 @@ from __future__ import annotations
 
 from collections import Counter
 
+from rig.core.mutants import ACTIVE as _MUTANT
 from rig.core.pure.bitmap import Bitmap
 from rig.core.types import MemoryRegionSection
 from rig.errors import EINVAL, ENOENT
 
 ROLLBACK_POLICIES = ("none", "listeners", "full", "sources")  # append-only
 U64_MAX = (1 << 64) - 1
+
+# Core mutants (rig.core.mutants): the twin takes RIG_CORE_MUTANT where the Cython core
+# takes -DRIG_MUTANT_X=1; each flag is tested where the .pyx tests its macro.
+_ROLLBACK_WRONG_SECTION = _MUTANT == "rollback-wrong-section"
+_SIZE_UNALIGNED_ACCEPTED = _MUTANT == "size-unaligned-accepted"
+_NO_WRAP_CHECK = _MUTANT == "no-wrap-check"
+_DOUBLE_POPULATE = _MUTANT == "double-populate"
+_ROLLBACK_FORGETS_FAILING_BIT = _MUTANT == "rollback-forgets-failing-bit"
+#: The core mutants this module implements: name -> flag (as the .pyx's MUTANT_FLAGS).
+MUTANT_FLAGS = {
+    "rollback-wrong-section": int(_ROLLBACK_WRONG_SECTION),
+    "size-unaligned-accepted": int(_SIZE_UNALIGNED_ACCEPTED),
+    "no-wrap-check": int(_NO_WRAP_CHECK),
+    "double-populate": int(_DOUBLE_POPULATE),
+    "rollback-forgets-failing-bit": int(_ROLLBACK_FORGETS_FAILING_BIT),
+}
+
+
+def _no_wrap_check_clip(offset: int, size: int, region_size: int) -> int:
+    """As the .pyx's no_wrap_check_clip: a range whose end wraps 2^64 (let through by
+    the no-wrap-check mutant) stops at the region's end instead of running 2^52 bits
+    past the bitmap, as the C would."""
+    if offset + size <= U64_MAX:
+        return size
+    return region_size - offset if offset < region_size else 0
 
 _MARKS: Counter = Counter()
 
@@ -121,11 +147,12 @@ class RamBlockAttributes:
     def is_valid_range(self, offset: int, size: int) -> bool:
         """ram_block_attributes_is_valid_range(): block-aligned, no wrap, inside the region."""
         block_size = self.block_size
-        if offset % block_size or size % block_size:
+        if offset % block_size or (size % block_size and not _SIZE_UNALIGNED_ACCEPTED):
             return False
-        if (offset + size) & U64_MAX <= offset:  # size 0, or the end wraps 2^64
-            return False
-        if offset + size > self.region_size:
+        end = (offset + size) & U64_MAX  # a uint64_t, as in the C
+        if end <= offset and not _NO_WRAP_CHECK:
+            return False  # size 0, or the end wraps 2^64
+        if end > self.region_size:
             return False
         return True
 
@@ -135,15 +162,22 @@ class RamBlockAttributes:
 
     def is_range_populated(self, offset: int, size: int) -> bool:
         self._check_range(offset, size)
-        first_bit = offset // self.block_size
-        last_bit = first_bit + size // self.block_size - 1
-        return self.bitmap.find_next_zero_bit(last_bit + 1, first_bit) > last_bit
+        first_bit, last_bit = self._bit_range(offset, size)
+        return self.bitmap.find_next_zero_bit((last_bit + 1) & U64_MAX, first_bit) > last_bit
 
     def is_range_discarded(self, offset: int, size: int) -> bool:
         self._check_range(offset, size)
+        first_bit, last_bit = self._bit_range(offset, size)
+        return self.bitmap.find_next_bit((last_bit + 1) & U64_MAX, first_bit) > last_bit
+
+    def _bit_range(self, offset: int, size: int) -> tuple[int, int]:
+        """(first_bit, last_bit) as the C computes them: ``last_bit`` is unsigned, so a
+        range of no whole block at block 0 (only a mutant lets one through) wraps it to
+        ULONG_MAX."""
+        if _NO_WRAP_CHECK:
+            size = _no_wrap_check_clip(offset, size, self.region_size)
         first_bit = offset // self.block_size
-        last_bit = first_bit + size // self.block_size - 1
-        return self.bitmap.find_next_bit(last_bit + 1, first_bit) > last_bit
+        return first_bit, (first_bit + size // self.block_size - 1) & U64_MAX
 
     def is_populated(self, section: MemoryRegionSection) -> bool:
         """ram_block_attributes_rdm_is_populated(): no discarded block in the section's
@@ -183,7 +217,10 @@ class RamBlockAttributes:
             while done is not None:
                 if done is rdl and self.rollback != "sources":
                     break
-                tmp = done.section.intersect_range(offset, size)
+                # (rollback-wrong-section: virtio-mem's bug, the failing listener's; the
+                # section it was last registered with, as the C's rdl->section.)
+                tmp = (rdl._rdl_section if _ROLLBACK_WRONG_SECTION
+                       else done.section).intersect_range(offset, size)
                 if tmp is not None:
                     done.notify_discard(tmp)
                 if done is rdl:
@@ -212,6 +249,8 @@ class RamBlockAttributes:
         """
         if not self.is_valid_range(offset, size):
             return -EINVAL
+        if _NO_WRAP_CHECK:
+            size = _no_wrap_check_clip(offset, size, self.region_size)
         bitmap = self.bitmap
         block_size = self.block_size
         first_bit = offset // block_size
@@ -247,7 +286,8 @@ class RamBlockAttributes:
             return ret
         # Unexpected mixture: process individual blocks.
         _MARKS["state_change.mixture"] += 1
-        bit = bitmap.find_next_zero_bit(end_bit, first_bit)
+        # (double-populate: every block, the populated ones too.)
+        bit = first_bit if _DOUBLE_POPULATE else bitmap.find_next_zero_bit(end_bit, first_bit)
         populated_bits = []
         ret = 0
         while bit < end_bit:
@@ -256,13 +296,14 @@ class RamBlockAttributes:
             if ret:
                 break
             populated_bits.append(bit)
-            bit = bitmap.find_next_zero_bit(end_bit, bit + 1)
+            bit = bit + 1 if _DOUBLE_POPULATE else bitmap.find_next_zero_bit(end_bit, bit + 1)
         if ret and self.rollback == "full":
             # The failing block's listeners were rolled back by notify_populate; undo the
             # blocks that succeeded, newest first, so every listener and bit is as before.
             # A block a nested call cleared meanwhile is already undone.
             _MARKS["state_change.full_rollback"] += 1
-            bitmap.clear_bit(bit)
+            if not _ROLLBACK_FORGETS_FAILING_BIT:
+                bitmap.clear_bit(bit)
             for done in reversed(populated_bits):
                 if bitmap.test_bit(done):
                     bitmap.clear_bit(done)
@@ -284,6 +325,8 @@ class RamBlockAttributes:
         if not self.is_valid_range(section.offset_within_region, section.size):
             return -EINVAL
         rdl.section = section = MemoryRegionSection(*section)
+        if _ROLLBACK_WRONG_SECTION:
+            rdl._rdl_section = section  # (kept after unregistration, as the C struct's)
         rdl._rdl_next, self._rdl_head = self._rdl_head, rdl
         # Replayed over the caller's section (a local), whatever a callback does to rdl.
         return self._for_each_populated_section(section, rdl.notify_populate)

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+from rig.core.mutants import ACTIVE as _MUTANT
 from rig.core.pure.ram_block_attributes import RamDiscardListener
 from rig.errors import ENOENT
+
+# Core mutant (rig.core.mutants): RIG_CORE_MUTANT, as the .pyx's macro.
+_VFIO_POPULATE_NO_ROLLBACK = _MUTANT == "vfio-populate-no-rollback"
+#: The core mutants this module implements: name -> flag.
+MUTANT_FLAGS = {"vfio-populate-no-rollback": int(_VFIO_POPULATE_NO_ROLLBACK)}
 
 _MARKS: Counter = Counter()
 _U64_MAX = (1 << 64) - 1
@@ -61,9 +67,11 @@ class VFIORamDiscardListener(RamDiscardListener):
             vaddr = (self.vaddr_base + start) & _U64_MAX
             ret = self.container.map_dma(iova, chunk, vaddr, self.readonly_map)
             if ret:
-                # Rollback: one unmap of the whole section, mapped granules or not.
-                _MARKS["vfio.populate_rollback"] += 1
-                self.notify_discard(section)
+                # Rollback: one unmap of the whole section, mapped granules or not
+                # (vfio-populate-no-rollback: none, the granules mapped so far stay).
+                if not _VFIO_POPULATE_NO_ROLLBACK:
+                    _MARKS["vfio.populate_rollback"] += 1
+                    self.notify_discard(section)
                 return ret
             start = (start + chunk) & _U64_MAX
             left -= chunk

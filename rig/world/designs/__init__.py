@@ -105,10 +105,31 @@ class DesignError(UsageError):
 
 
 def make_design(name: str) -> Design:
-    try:
-        return DESIGNS[name]()
-    except KeyError:
-        raise ValueError(f"unknown design {name!r} (one of {', '.join(DESIGNS)})") from None
+    cls = design_class(name)
+    if cls is None:
+        raise ValueError(f"unknown design {name!r} (one of {', '.join(DESIGNS)})")
+    return cls()
+
+
+def design_class(name: str) -> type[Design] | None:
+    """The class of design ``name``: a built-in or loaded design (``DESIGNS``), or a
+    mutant of the bug benchmark by its name (rig.world.mutants), else None.
+
+    Mutants are resolved by name in every process, so they are never added to
+    ``DESIGNS`` nor to RIG_DESIGNS: the lists of "the designs" (``rig designs``, the
+    sweeps, the report, the dictionaries) stay the designs, whatever a process has run."""
+    cls = DESIGNS.get(name)
+    if cls is not None:
+        return cls
+    from rig.world import mutants
+
+    return mutants.mutants().get(name)
+
+
+def ensure(name: str) -> bool:
+    """True when ``name`` names a design (``design_class``): every name a trace header,
+    ``--design`` or a harness name may hold."""
+    return design_class(name) is not None
 
 
 def is_spec(text: str) -> bool:
@@ -226,12 +247,13 @@ def load_design(spec: str) -> str:
 def resolve(text: str) -> str:
     """A design name for ``--design`` and the like: a known name as it is, a spec loaded
     (``load_design``).  DesignError names the choices."""
-    if text in DESIGNS:
+    if ensure(text):
         return text
     if is_spec(text):
         return load_design(text)
-    raise DesignError(f"unknown design {text!r}: one of {', '.join(DESIGNS)}, or a design "
-                      "of your own as path/to/file.py:Class or pkg.module:Class")
+    raise DesignError(f"unknown design {text!r}: one of {', '.join(DESIGNS)}, a mutant "
+                      "(`rig list mutants`), or a design of your own as "
+                      "path/to/file.py:Class or pkg.module:Class")
 
 
 def _load_entry_points() -> None:
