@@ -7,7 +7,8 @@ Covers: vfio_dma_do_map / vfio_dma_do_unmap check order (EINVAL, EEXIST, ENOSPC,
 IOVA ranges, RLIMIT_MEMLOCK), v2 no-bisect unmap, empty unmaps, iommufd's
 partial unmap (-ENOENT after earlier areas were removed), identity pinning,
 dma_avail and locked_vm accounting, under small dma_entry_limit (2..64) and
-memlock limits.
+memlock limits; each input packs its IOVAs into 8, 16 or 64 pages, so that unmaps
+meet several areas at once.
 
 Does not cover: pinning through host memory, listeners, faults (see convert).
 

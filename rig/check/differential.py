@@ -634,8 +634,14 @@ def random_ops(rng: random.Random, cfg: CoreConfig, count: int) -> list[tuple]:
     return [random_op(rng.randrange, cfg) for _ in range(count)]
 
 
-def random_op(draw, cfg: CoreConfig) -> tuple:
-    """One op from ``draw(n) -> int in [0, n)``: hypothesis, random or fuzzer bytes."""
+def random_op(draw, cfg: CoreConfig, iova_pages: int = 64) -> tuple:
+    """One op from ``draw(n) -> int in [0, n)``: hypothesis, random or fuzzer bytes.
+
+    ``iova_pages``: the window, in 4 KiB pages, that the standalone containers' maps,
+    unmaps and translates draw their IOVAs from.  64 by default; a smaller one packs
+    the areas together, so that an unmap covers one area whole and stops inside the
+    next (iommufd's -ENOENT after a partial unmap) far more often: the iommu harness
+    draws it per input."""
     bs = cfg.block_size
     n = cfg.nblocks
 
@@ -657,9 +663,9 @@ def random_op(draw, cfg: CoreConfig) -> tuple:
     kind = draw(22)
     if kind >= 20:
         # A nested op run from inside a recorder's callback: one of the manager's ops.
-        nested = random_op(draw, cfg)
+        nested = random_op(draw, cfg, iova_pages)
         while nested[0] not in NESTABLE:
-            nested = random_op(draw, cfg)
+            nested = random_op(draw, cfg, iova_pages)
         return ("nest", RECORDERS[draw(len(RECORDERS))], 1 + draw(3), nested)
     if kind < 3:
         offset, size = block_range()
@@ -679,14 +685,14 @@ def random_op(draw, cfg: CoreConfig) -> tuple:
         offset, size = block_range()
         return ("is_populated", offset, size)
     if kind < 16:
-        pages = 64
-        iova = (draw(pages) * 0x1000) if draw(8) else 0xFEE00000 + draw(3) * 0x1000
+        iova = (draw(iova_pages) * 0x1000) if draw(8) else 0xFEE00000 + draw(3) * 0x1000
         return ("map", CONTAINERS[draw(2)], odd(iova), odd((1 + draw(6)) * 0x1000),
                 draw(1024) * 0x1000, bool(draw(4) == 0))
     if kind < 18:
-        return ("unmap", CONTAINERS[draw(2)], odd(draw(64) * 0x1000), odd((1 + draw(16)) * 0x1000))
+        return ("unmap", CONTAINERS[draw(2)], odd(draw(iova_pages) * 0x1000),
+                odd((1 + draw(16)) * 0x1000))
     if kind < 19:
-        return ("translate", CONTAINERS[draw(2)], draw(64 * 0x1000), bool(draw(2)))
+        return ("translate", CONTAINERS[draw(2)], draw(iova_pages * 0x1000), bool(draw(2)))
     fn = ("bitmap_set", "bitmap_clear", "find_next_bit", "find_next_zero_bit")[draw(4)]
     return ("bitmap", fn, draw(BITMAP_BITS + 2), draw(BITMAP_BITS + 2))
 

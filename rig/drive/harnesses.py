@@ -66,6 +66,9 @@ IOMMU_KINDS = ("map", "unmap", "translate")
 @dataclass(frozen=True)
 class CoreHarness(Harness):
     kinds: tuple | None = None
+    #: IOVA windows (pages) for the standalone containers' ops, one drawn per input after
+    #: the config (rig.check.differential.random_op); None: the default 64 pages.
+    iova_windows: tuple | None = None
 
     def decode_ops(self, data: bytes):
         from rig.check.differential import CoreConfig, random_op
@@ -76,9 +79,10 @@ class CoreHarness(Harness):
                          rollback=("none", "listeners", "full", "sources")[r.below(4)],
                          iommu=("type1", "iommufd")[r.below(2)],
                          dma_entry_limit=(2, 6, 12, 64)[r.below(4)])
+        pages = self.iova_windows[r.below(len(self.iova_windows))] if self.iova_windows else 64
         ops = []
         while not r.exhausted and len(ops) < 64:
-            candidate = random_op(r.below, cfg)
+            candidate = random_op(r.below, cfg, pages)
             if self.kinds is None or candidate[0] in self.kinds:
                 ops.append(candidate)
         return cfg, ops
@@ -272,7 +276,8 @@ HARNESSES = _Registry((
         traced).
         """),
     CoreHarness(
-        "iommu", kind="core", in_default=True, kinds=IOMMU_KINDS, doc="""
+        "iommu", kind="core", in_default=True, kinds=IOMMU_KINDS, iova_windows=(8, 16, 64),
+        doc="""
         type1 and iommufd map/unmap/translate streams under small dma_entry_limit and
         memlock limits, vs the model.
 
@@ -280,7 +285,8 @@ HARNESSES = _Registry((
         IOVA ranges, RLIMIT_MEMLOCK), v2 no-bisect unmap, empty unmaps, iommufd's
         partial unmap (-ENOENT after earlier areas were removed), identity pinning,
         dma_avail and locked_vm accounting, under small dma_entry_limit (2..64) and
-        memlock limits.
+        memlock limits; each input packs its IOVAs into 8, 16 or 64 pages, so that unmaps
+        meet several areas at once.
 
         Does not cover: pinning through host memory, listeners, faults (see convert).
 
