@@ -567,10 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     from rig.cli.listing import SECTIONS
 
     p = _add_parser(
-        sub, "list", "every registry: designs, harnesses, ops, fault sites, invariants",
+        sub, "list", "every registry: designs, harnesses, ops, fault sites, invariants, "
+        "mutants",
         "Read from the registries themselves: each design with its contract, each fuzz\n"
         "harness with its kind and whether the default campaign runs it, each op with its\n"
-        "arguments, each fault site with its errnos, each invariant with its severity.",
+        "arguments, each fault site with its errnos, each invariant with its severity,\n"
+        "each mutant of the bug benchmark with its base design.",
         epilog=epilog([("rig list harnesses", "the fuzz harnesses only"),
                        ("rig list --json designs ops", "two sections, as JSON")],
                       ok="listed"))
