@@ -495,7 +495,18 @@ class ModelRamDiscardListener:
 
 def backend():
     """The model as a core backend namespace (same names as rig.core.load_backend), so a
-    whole World can run on it beside the real core for the differential check."""
+    whole World can run on it beside the real core for the differential check (one
+    namespace, built on first use: every shadow world asks for it)."""
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = _backend()
+    return _BACKEND
+
+
+_BACKEND = None
+
+
+def _backend():
     from types import SimpleNamespace
 
     return SimpleNamespace(

@@ -278,15 +278,30 @@ class SeededPlan(ExplicitPlan):
         self.seed = seed
         self.p_activate = p_activate
         self.p_fire = p_fire
-        self.rngs = {name: random.Random(sub_seed(seed, f"fault/{name}")) for name in SITES}
-        self.active = {name: self.rngs[name].random() < p_activate for name in SITES}
+        #: site -> (its generator, whether it is active), made at the site's first hit:
+        #: each site draws from a generator of its own, so making it late changes no
+        #: draw, and a world (three per input in a campaign) no longer seeds a generator
+        #: for each of the sites it never reaches.
+        self._sites: dict[str, tuple[random.Random, bool]] = {}
+
+    def _site(self, name: str) -> tuple[random.Random, bool]:
+        state = self._sites.get(name)
+        if state is None:
+            rng = random.Random(sub_seed(self.seed, f"fault/{name}"))
+            state = self._sites[name] = (rng, rng.random() < self.p_activate)
+        return state
+
+    @property
+    def active(self) -> dict[str, bool]:
+        """site -> whether this plan's seed activates it (BUGGIFY's first draw)."""
+        return {name: self._site(name)[1] for name in SITES}
 
     def _decide(self, site: str, units: int) -> Injected | None:
         explicit = super()._decide(site, units)
         if explicit is not None:
             return explicit
-        rng = self.rngs[site]
-        if not self.active[site] or rng.random() >= self.p_fire:
+        rng, active = self._site(site)
+        if not active or rng.random() >= self.p_fire:
             return None
         errnos = SITES[site].errnos
         errno = -errnos[rng.randrange(len(errnos))]

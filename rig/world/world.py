@@ -29,11 +29,20 @@ HOST_VADDR_BASE = 0x7F0000000000
 HOST_VADDR_STRIDE = 0x10000000000  # 1 TiB between blocks
 
 
+#: name -> the loaded backend: a world is built per input (three in a fuzz run), and
+#: loading imports and checks the backend's modules each time; they cannot change
+#: within a process (sys.modules holds them).
+_BACKENDS: dict = {}
+
+
 def core_backend(backend):
     """A core backend: ``"cy"`` or ``"pure"`` by name, or a namespace with the same
     names (the reference model's, rig.check.model.backend(), for the shadow world)."""
     if isinstance(backend, str):
-        return load_backend(backend)
+        loaded = _BACKENDS.get(backend)
+        if loaded is None:
+            loaded = _BACKENDS[backend] = load_backend(backend)
+        return loaded
     return backend
 
 
