@@ -26,6 +26,7 @@ report says *what* broke, not just *that* something did.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Callable
 
 from rig.errors import ENOMEM, ENOSPC
@@ -62,6 +63,40 @@ class Invariant:
         return ((self.kind, self.check),) + self.also
 
 
+@dataclass(frozen=True)
+class Incremental:
+    """A state check (``check``, one of ``CHECKS``), its fast twin ``run(world, view)``
+    (exactly ``check(world)``, see "the incremental oracle" below) and, if it has one,
+    its ``key(world, view)``."""
+
+    check: Callable
+    run: Callable
+    key: Callable | None = None
+
+    @property
+    def name(self) -> str:
+        return self.check.__name__
+
+
+#: check -> its Incremental, for the checks declared with a twin (``_twin``).
+_TWINS: dict = {}
+
+
+def _as_is(check: Callable) -> Incremental:
+    """A check with no twin: it runs as it is, every op."""
+    return Incremental(check, lambda world, view: check(world))
+
+
+def _twin(check: Callable, key: Callable | None = None):
+    """Declare the decorated function the fast twin of ``check`` (with ``key``)."""
+    def declare(run: Callable) -> Callable:
+        global INCREMENTAL
+        _TWINS[check] = Incremental(check, run, key)
+        INCREMENTAL = tuple(_TWINS.get(fn) or _as_is(fn) for fn in CHECKS)
+        return run
+    return declare
+
+
 #: name -> Invariant, in declaration order.
 REGISTRY: dict[str, Invariant] = {}
 
@@ -69,11 +104,13 @@ REGISTRY: dict[str, Invariant] = {}
 INVARIANTS: tuple[str, ...] = ()     # names, most severe first
 DOC: dict[str, str] = {}             # name -> what it promises, most severe first
 CHECKS: tuple = ()                   # the "state" checks ``check`` runs after every op
+#: CHECKS' Incremental twins, in their order (what ``check_incremental`` runs).
+INCREMENTAL: tuple = ()
 _BY_KIND: dict[str, tuple] = {}
 
 
 def _declare(inv: Invariant) -> None:
-    global INVARIANTS, DOC, CHECKS, _BY_KIND
+    global INVARIANTS, DOC, CHECKS, INCREMENTAL, _BY_KIND
     for kind, _ in inv.checks:
         if kind not in KINDS:
             raise ValueError(f"invariant {inv.name!r}: kind {kind!r} is not one of "
@@ -89,6 +126,7 @@ def _declare(inv: Invariant) -> None:
                 by_kind[kind].append(fn)
     _BY_KIND = {kind: tuple(fns) for kind, fns in by_kind.items()}
     CHECKS = _BY_KIND["state"]
+    INCREMENTAL = tuple(_TWINS.get(fn) or _as_is(fn) for fn in CHECKS)
 
 
 def invariant(name: str, severity: int, doc: str, kind: str = "state"):
@@ -571,11 +609,376 @@ def check_atomic(before: dict, after: dict) -> list[Violation]:
     return _run("atomic", before, after)
 
 
-def check_differential(world, shadow, result, shadow_result) -> list[Violation]:
-    """The world under test and its shadow, with the op's result on each."""
+def check_differential(world, shadow, result, shadow_result, view=None) -> list[Violation]:
+    """The world under test and its shadow, with the op's result on each.  With the op's
+    ``OpView`` of ``world`` (the session's incremental path), the comparisons run on what
+    the view read first, and the checks only when something differs."""
+    if view is not None and _shadow_agrees(world, shadow, result, shadow_result, view):
+        return []
     return _run("differential", world, shadow, result, shadow_result)
 
 
 def check_after_stop(world) -> list[Violation]:
     """The op that stopped the VM, once (besides ``check``)."""
     return _run("after-stop", world)
+
+
+# -- the incremental oracle: what the session runs after every op -------------------------
+#
+# ``check`` runs every check in full; the session runs ``check_incremental`` instead, with
+# a per-world ``Memo`` (``Session.memo``), and reports exactly what ``check`` reports:
+#
+# - Each state check has a fast twin, ``run(world, view)``, that either proves the check
+#   clean (returns []) from what the op's ``OpView`` already read, or calls the check
+#   itself.  Every violation's detail and items therefore come from the check: the twin
+#   only has to decide "no violation" exactly, by reading the same state more cheaply
+#   (one read of the IOMMU's mappings and the bitmaps per op, set algebra instead of
+#   per-page lookups, early exits when what a check judges is absent).
+# - A twin with a ``key(world, view)`` runs only when its key changed since the op
+#   before; otherwise its previous violations are reported again.  A key is a value
+#   snapshot (frozensets, tuples of ints) of everything the check reads that can change
+#   during a world's life, read from the state itself, never a counter bumped by hand:
+#   the check is a pure function of it, so an equal key means an equal result.  The
+#   RAM blocks, the config and the design are fixed for a world's life, so no key holds
+#   them.  A check whose key would cost what the check costs has none.
+# - Every FULL_CHECK_EVERY ops, and at the op that ends a run, the session compares the
+#   incremental result with the full one (``verify``): a difference is a bug of the rig
+#   (``IncrementalMismatch``), never a finding.  tests/check/test_incremental_oracle.py
+#   proves the equivalence after every op of the shipped corpus and 10,000 generated runs.
+
+#: The session compares the incremental oracle with the full one every this many ops of a
+#: run, and at the op that ends it.
+FULL_CHECK_EVERY = 64
+
+
+class IncrementalMismatch(RuntimeError):
+    """The incremental oracle and the full one disagree: a bug of the rig."""
+
+
+class OpView:
+    """What several checks read of the world after one op, read once for all of them:
+    the plugged VFIO devices and their containers (``vfio``, as ``world.containers()``),
+    each container's mappings (``maps``, tuples of IommuMapping: immutable values), each
+    RAM block's set bits (``bits``), KVM's private RAM gfns (``private``, a frozenset
+    copy) and its private runs outside RAM (``elsewhere``, () when there are none), and
+    the op's failed valid conversion (``failed``, ``_failed_valid_conversion``)."""
+
+    __slots__ = ("vfio", "maps", "bits", "private", "elsewhere", "failed")
+
+    def __init__(self, world):
+        self.vfio = vfio = world.containers()
+        self.maps = tuple([tuple(c.mappings()) for _, c in vfio])
+        self.bits = tuple([tuple(b.attr.bitmap.set_bits()) for b in world.blocks])
+        kvm = world.kvm
+        self.private = frozenset(kvm.private)
+        runs = kvm.elsewhere
+        self.elsewhere = (tuple(runs.los), tuple(runs.his)) if runs.los else ()
+        self.failed = _failed_valid_conversion(world)
+
+
+def _key_attributes(world, view):
+    """attr-agree reads KVM's private RAM gfns and each block's set bits (the blocks'
+    ranges and the block size are fixed)."""
+    return view.private, view.bits
+
+
+@_twin(check_attributes, key=_key_attributes)
+def _attributes(world, view) -> list[Violation]:
+    """Clean when, in every block of one page per bit, the pages the bitmap says are
+    shared are inside the block, as many as the pages KVM does not hold private, and
+    none of them private: then no bit is shared over a private page and no page is
+    missing from both, which is the check's test.  Larger blocks go to the check."""
+    if world.config.block_size // PAGE_SIZE != 1:
+        return check_attributes(world)
+    private = world.kvm.private
+    for block, bits in zip(world.blocks, view.bits):
+        first = block.gpa // PAGE_SIZE
+        gfns = range(first, first + block.size // PAGE_SIZE)
+        held = private.intersection(gfns)
+        shared = set(map(first.__add__, bits))
+        if (len(shared) != len(gfns) - len(held) or not shared.isdisjoint(held)
+                or not shared.issubset(gfns)):
+            return check_attributes(world)
+    return []
+
+
+def _key_listeners(world, view):
+    """shared-unmapped reads, per plugged device (by kind and number): its uncoordinated
+    mappings, its listeners' sections and, for generic listeners, the blocks they were
+    told are populated; the VFIO containers' mappings (what ``translate`` answers); and
+    KVM's private gfns, in RAM and outside it (the RAM blocks are fixed)."""
+    if not world.devices:
+        return ()  # no device: nothing to judge, whatever the rest says
+    devices = []
+    for (kind, dev), device in sorted(world.devices.items()):
+        if kind == "vfio":
+            listeners = tuple([rdl.section for _, rdl in device.listeners])
+        else:
+            listeners = tuple([(rdl.section, frozenset(rdl.populated))
+                               for _, rdl in device.listeners])
+        devices.append((kind, dev, tuple(device.mappings), listeners))
+    return tuple(devices), view.maps, view.private, view.elsewhere
+
+
+@_twin(check_listeners, key=_key_listeners)
+def _listeners(world, view) -> list[Violation]:
+    """Clean when, for every section the check walks, each RAM page of it that KVM does
+    not hold private is mapped (``translate``) or, for a generic listener, populated:
+    the same test as the check's, on the shared RAM pages of each block only (set
+    algebra over gfns instead of a block lookup and an attribute lookup per page).  An
+    unaligned section, or private runs outside RAM, go to the check."""
+    if not world.devices:
+        return []
+    if view.elsewhere:
+        return check_listeners(world)
+    private = world.kvm.private
+    blocks = world.blocks
+    bs = world.config.block_size
+    for (kind, dev), device in sorted(world.devices.items()):
+        vfio = kind == "vfio"
+        if vfio and device.mappings:
+            sections = [(None, iova, size) for iova, size in device.mappings]
+        else:
+            sections = []
+            for _, rdl in device.listeners:
+                section = rdl.section  # a new object per read on the Cython core
+                if section is not None:
+                    sections.append((rdl, section.offset_within_address_space, section.size))
+        translate = device.container.translate if vfio else None
+        for rdl, iova, size in sections:
+            if iova % PAGE_SIZE:
+                return check_listeners(world)
+            lo = iova // PAGE_SIZE
+            hi = lo + len(range(iova, iova + size, PAGE_SIZE))
+            for block in blocks:
+                first = max(lo, -(-block.gpa // PAGE_SIZE))
+                end = min(hi, -(-block.end // PAGE_SIZE))
+                if first >= end:
+                    continue
+                shared = set(range(first, end)).difference(private)
+                if vfio:
+                    for gfn in shared:
+                        if translate(gfn * PAGE_SIZE) < 0:
+                            return check_listeners(world)
+                else:
+                    populated = rdl.populated
+                    for gfn in shared:
+                        if (gfn * PAGE_SIZE - block.gpa) // bs * bs not in populated:
+                            return check_listeners(world)
+    return []
+
+
+@_twin(check_mappings)
+def _mappings(world, view) -> list[Violation]:
+    """Clean when every mapped IOMMU page is RAM, its frame still backs the page's
+    shared side, and the page is not private where that is stale or where the frame is
+    guest_memfd's: the check's tests, on the mappings the view read, with the block
+    looked up once per run of pages inside it (blocks never overlap: the config is
+    validated).  No key: what it reads of the frames (file, pins) costs as much to
+    snapshot as to test."""
+    if not any(view.maps):
+        return []
+    if view.elsewhere:
+        return check_mappings(world)
+    design = world.design
+    inplace = design.inplace
+    private_is_stale = not inplace and not design.maps_private
+    private = world.kvm.private
+    frames = world.frames.frames
+    block = None
+    for maps in view.maps:
+        for mapping in maps:
+            gpa = mapping.iova
+            for frame_id in mapping.frames:
+                if block is None or not block.gpa <= gpa < block.end:
+                    block = world.block_at(gpa)
+                    if block is None:
+                        return check_mappings(world)
+                    shared_file = block.shared_file(inplace)
+                current = shared_file.frame_at(gpa - block.gpa)
+                if current is None or current.id != frame_id:
+                    return check_mappings(world)
+                if gpa // PAGE_SIZE in private:
+                    if private_is_stale:
+                        return check_mappings(world)
+                    frame = frames.get(frame_id)
+                    if frame is not None and frame.file is block.gmem:
+                        return check_mappings(world)
+                gpa += PAGE_SIZE
+    return []
+
+
+_file = attrgetter("file")
+_pins = attrgetter("pins")
+
+
+@_twin(check_pins)
+def _pins_twin(world, view) -> list[Violation]:
+    """Clean when no frame has been dropped by its file (so none is leaked), no punch
+    of a pinned frame was recorded, and the pins add up to both locked_vm counts.  No
+    key: the pins of every frame are what it reads."""
+    frames = world.frames.frames.values()
+    if world.punched_pinned or None in map(_file, frames):
+        return check_pins(world)
+    pins = sum(map(_pins, frames))
+    if world.pinner.locked_vm != pins or sum(c.locked_vm for _, c in view.vfio) != pins:
+        return check_pins(world)
+    return []
+
+
+@_twin(check_orphans)
+def _orphans(world, view) -> list[Violation]:
+    """Clean when every listener on a block's list is one a plugged device holds."""
+    owned = {id(rdl) for device in world.devices.values() for _, rdl in device.listeners}
+    for block in world.blocks:
+        if not owned.issuperset(map(id, block.attr.listeners())):
+            return check_orphans(world)
+    return []
+
+
+@_twin(check_backing)
+def _backing(world, view) -> list[Violation]:
+    """Clean when no block's memfd and guest_memfd hold the same page index."""
+    if world.design.inplace or world.config.hugetlb:
+        return []
+    for block in world.blocks:
+        if not block.memfd.pages.keys().isdisjoint(block.gmem.pages):
+            return check_backing(world)
+    return []
+
+
+@_twin(check_accounting)
+def _accounting(world, view) -> list[Violation]:
+    if world.config.iommu != "type1":
+        return []
+    limit = world.config.dma_entry_limit
+    for _, container in view.vfio:
+        if container.dma_avail + container.count != limit:
+            return check_accounting(world)
+    return []
+
+
+@_twin(check_data)
+def _data(world, view) -> list[Violation]:
+    """Clean when no device write is expected anywhere."""
+    return check_data(world) if world.expected_data else []
+
+
+@_twin(check_exhaustion)
+def _exhaustion(world, view) -> list[Violation]:
+    failed = view.failed
+    if failed is None or failed[3] != -ENOSPC:
+        return []
+    return check_exhaustion(world)
+
+
+@_twin(check_failures)
+def _failures(world, view) -> list[Violation]:
+    return [] if view.failed is None else check_failures(world)
+
+
+@_twin(check_order)
+def _order(world, view) -> list[Violation]:
+    """Clean when no listener ever saw the bitmap contradict a notification."""
+    return check_order(world) if world.order_violations else []
+
+
+class Memo:
+    """The incremental oracle's memory of one world (a Session's): each check's last key
+    and violations, and the op the incremental results were last compared with the full
+    check at."""
+
+    __slots__ = ("keys", "results", "verified")
+
+    def __init__(self):
+        self.keys: dict = {}
+        self.results: dict = {}
+        self.verified: int | None = None
+
+
+def _again(violations: list) -> list:
+    """Violations reported again: fresh objects, so that no two steps share one."""
+    return [Violation(v.invariant, v.detail, list(v.items)) for v in violations]
+
+
+def check_incremental(world, memo: Memo, view: OpView | None = None) -> list[Violation]:
+    """What ``check(world)`` reports, from the twins and ``memo`` (see above)."""
+    if view is None:
+        view = OpView(world)
+    keys, results = memo.keys, memo.results
+    out: list[Violation] = []
+    for check, run, key_of in _plan():
+        if key_of is None:
+            found = results[check] = run(world, view)
+        else:
+            key = key_of(world, view)
+            if keys.get(check, _NO_KEY) == key:
+                found = results[check]
+            else:
+                keys[check] = key
+                found = results[check] = run(world, view)
+        if found:
+            out.extend(_again(found))
+    if out:
+        out.sort(key=sort_key)
+    return out
+
+
+_NO_KEY = object()  # equal to no key: a check's first op runs it
+_PLAN: list = [None, ()]
+
+
+def _plan() -> tuple:
+    """INCREMENTAL as (check, run, key) triples, rebuilt when INCREMENTAL is replaced (a
+    later declaration, or rig bench's timers): INCREMENTAL is read at every call."""
+    if _PLAN[0] is not INCREMENTAL:
+        _PLAN[:] = [INCREMENTAL, tuple((i.check, i.run, i.key) for i in INCREMENTAL)]
+    return _PLAN[1]
+
+
+def _same(a: list, b: list) -> bool:
+    return [(v.invariant, v.detail, list(v.items)) for v in a] == \
+        [(v.invariant, v.detail, list(v.items)) for v in b]
+
+
+def verify(world, memo: Memo, differential=None) -> None:
+    """Compare the incremental oracle's last results on ``world`` with the full checks
+    (``differential``: (shadow, result, shadow_result, what the fast differential check
+    reported), compared with ``check_differential`` without a view).  Raises
+    IncrementalMismatch naming the check and the op on a difference."""
+    for inc in INCREMENTAL:
+        full = inc.check(world)
+        if inc.check not in memo.results or not _same(memo.results[inc.check], full):
+            raise IncrementalMismatch(
+                f"incremental oracle: {inc.name} at op {world.op_index} reported "
+                f"{[str(v) for v in memo.results.get(inc.check, [])]}, the full check "
+                f"{[str(v) for v in full]}")
+    if differential is not None:
+        shadow, result, shadow_result, fast = differential
+        full = _run("differential", world, shadow, result, shadow_result)
+        if not _same(fast, full):
+            raise IncrementalMismatch(
+                f"incremental oracle: check_shadow at op {world.op_index} reported "
+                f"{[str(v) for v in fast]}, the full check {[str(v) for v in full]}")
+    memo.verified = world.op_index
+
+
+def _shadow_agrees(world, shadow, result, shadow_result, view: OpView) -> bool:
+    """check_shadow's four comparisons, on what the view read of the world: the results'
+    reprs, the bitmaps' set bits block by block, the devices and their mappings, the
+    listener call logs."""
+    if repr(result) != repr(shadow_result):
+        return False
+    blocks = shadow.blocks
+    if len(blocks) != len(view.bits):
+        return False
+    for bits, block in zip(view.bits, blocks):
+        if bits != tuple(block.attr.bitmap.set_bits()):
+            return False
+    theirs = shadow.containers()
+    if len(theirs) != len(view.vfio):
+        return False
+    for (device, _), maps, (other, container) in zip(view.vfio, view.maps, theirs):
+        if device.dev != other.dev or maps != tuple(container.mappings()):
+            return False
+    return world.listener_log == shadow.listener_log

@@ -130,6 +130,10 @@ class Session:
         self.steps: list[Step] = []
         self.outcome = Outcome("ok")
         self.stopped = False
+        #: The incremental oracle's memory of this world (rig.check.oracle.Memo), and
+        #: what the last op's differential check compared (for ``oracle.verify``).
+        self.memo = oracle.Memo()
+        self._differential = None
 
     def step(self, op: Op, stop_at_violation: bool = True) -> Step:
         world, shadow = self.world, self.shadow
@@ -149,11 +153,17 @@ class Session:
 
         was_stopped = world.vm_stopped is not None
         result = world.apply(op, check_atomic)
-        violations = _by_severity(oracle.check(world) + atomic)
+        # The incremental oracle: what oracle.check reports, from the memo of this world
+        # (compared with the full check every FULL_CHECK_EVERY ops and at the last op).
+        view = oracle.OpView(world)
+        violations = _by_severity(oracle.check_incremental(world, self.memo, view) + atomic)
+        self._differential = None
         if shadow is not None:
             shadow.begin_op(index, op)
             shadow_result = shadow.apply(op)
-            violations += oracle.check_differential(world, shadow, result, shadow_result)
+            found = oracle.check_differential(world, shadow, result, shadow_result, view)
+            violations += found
+            self._differential = (shadow, result, shadow_result, found)
         events = world.events[events_before:]
         stopped = world.vm_stopped
         if (stopped is not None and not was_stopped
@@ -180,7 +190,17 @@ class Session:
             if not was_stopped:
                 self.outcome.stop_errno, self.outcome.stop_index = stopped, index
             self.stopped = True
+        if self.stopped or (index + 1) % oracle.FULL_CHECK_EVERY == 0:
+            self.verify()
         return step
+
+    def verify(self) -> None:
+        """Compare the incremental oracle's results at the last op with the full checks
+        (oracle.verify): a difference raises oracle.IncrementalMismatch, a bug of the rig.
+        ``step`` calls it every FULL_CHECK_EVERY ops and when the run stops, ``run`` at
+        its last op; the world must not have changed since that op."""
+        if self.steps and self.memo.verified != self.steps[-1].index:
+            oracle.verify(self.world, self.memo, self._differential)
 
     def run(self, ops, stop_at_violation: bool = True, observe=None) -> "RunResult":
         """Step through ``ops`` until the run stops (a violation, a VM stop) or they end.
@@ -193,6 +213,7 @@ class Session:
                 observe(self.world)
             if self.stopped:
                 break
+        self.verify()  # the last op (step verified it already if the run stopped there)
         return self.result()
 
     def result(self) -> RunResult:
