@@ -19,8 +19,16 @@
 campaign: ``--inputs`` fixed pseudo-random inputs (from ``--seed``) decoded by the
 ``convert`` harness for each design, each run as the harness runs it (Session.step until
 the run stops), best of ``--repeats``; inputs/s and ops/s with the reference-model shadow
-world on (as fuzzed) and off, then, for hardened, the share of the time each oracle check
-takes (one extra, instrumented pass).
+world on (as fuzzed) and off; then, for hardened, the ``statemachine`` harness on the same
+inputs (hypothesis' fuzz_one_input: exec/s and the ops its machines applied per second)
+and the share of the time each part of the oracle takes (one extra, instrumented pass).
+
+``rig bench campaign`` measures what a campaign gets of that loop (rig.drive.benchcampaign
+runs it; this module parses and prints): the default ``rig fuzz`` campaign's harnesses
+(world ones on hardened) as the campaign's libFuzzer workers, in its instrumented build,
+for a fixed ``--runs`` per worker from each harness' own seeds, at ``--jobs 1`` and every
+core; per harness and jobs setting the runs, start-up, seconds of fuzzing (INITED to
+exit), exec/s, cores used (the workers' CPU time / wall time) and exec/s over jobs=1's.
 
 ``rig bench bugs`` measures how fast each engine kills each mutant (rig.drive.bugbench
 runs the cells; this module parses, prints the table and draws the plot): one results
@@ -92,7 +100,7 @@ def add_parser(sub) -> None:
     from rig.cli.helptext import design_names, epilog, one_of
 
     p = sub.add_parser("bench", help="benchmarks (wall-clock figures, not tests)",
-                       description="Benchmarks of the rig.  Suites: core, world, bugs.",
+                       description="Benchmarks of the rig.  Suites: core, world, campaign, bugs.",
                        epilog=epilog([("rig bench core", "the core's figures"),
                                       ("rig bench world --json", "the world harnesses' "
                                        "figures, as one JSON object")],
@@ -126,7 +134,8 @@ def add_parser(sub) -> None:
     w = suites.add_parser(
         "world", help="world harness throughput per design; the oracle's share",
         description=("The convert harness' inner loop on fixed inputs, per design, with the "
-                     "model shadow on and off; then each oracle check's share of the time.  "
+                     "model shadow on and off; the statemachine harness on the same "
+                     "inputs; then each oracle check's share of the time.  "
                      "Wall-clock figures; see docs/benchmarks.md."),
         epilog=epilog([("rig bench world", "every design, 400 inputs, best of 3"),
                        ("rig bench world --design hardened --inputs 100 --json",
@@ -140,6 +149,7 @@ def add_parser(sub) -> None:
                    f"{one_of(design_names())}")
     w.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     w.set_defaults(func=cmd_world)
+    _add_campaign(suites)
     _add_bugs(suites)
 
 
@@ -585,10 +595,49 @@ def bench_world(designs: list, n: int, seed: int, repeats: int, out) -> dict:
     return rows
 
 
+def bench_statemachine(design: str, n: int, seed: int, repeats: int, out) -> dict:
+    """The ``statemachine`` harness' loop on the same ``n`` inputs as the convert rows
+    (hypothesis reads each as its choice sequence): one fuzz_one_input per input, best
+    of ``repeats``; exec/s, and steps/s from the ops its machines applied.  A finding
+    (an input the design fails) is counted, not raised: the figures stay comparable."""
+    from rig.drive import stateful
+    from rig.drive.base import Finding
+    from rig.drive.harnesses import harness_for
+
+    harness = harness_for("statemachine", design)
+    inputs = _world_inputs(n, seed)
+
+    def loop():
+        machines: list = []
+        findings = 0
+        stateful._recorders.append(machines)
+        try:
+            for data in inputs:
+                try:
+                    harness.one_input(data)
+                except Finding:
+                    findings += 1
+        finally:
+            stateful._recorders.remove(machines)
+        return sum(len(m.ops) for m in machines), findings
+
+    harness.one_input(inputs[0])  # hypothesis builds its test on the first call
+    best, (ops, findings) = min(_timed(loop) for _ in range(repeats))
+    row = {"design": design, "seconds": best, "inputs": n, "ops": ops,
+           "execs_per_s": _rate(n, best), "ops_per_s": _rate(ops, best),
+           "findings": findings}
+    out(f"statemachine:{design}: {row['execs_per_s']:.0f} exec/s, "
+        f"{row['ops_per_s']:.0f} ops/s ({ops / n:.1f} ops/input"
+        + (f"; {findings} input(s) found a violation" if findings else "") + ")")
+    return row
+
+
 def bench_oracle_shares(design: str, n: int, seed: int, out) -> dict:
     """One pass with every oracle check wrapped in a timer: each check's share of the
     whole loop (the wrappers' own cost is included in the shares, so they are upper
     bounds; the loop total is from the same pass)."""
+    from dataclasses import replace
+
     from rig.check import oracle
     from rig.drive.harnesses import harness_for
 
@@ -604,13 +653,19 @@ def bench_oracle_shares(design: str, n: int, seed: int, out) -> dict:
         return wrapper
 
     traces = [harness_for("convert", design).to_trace(d) for d in _world_inputs(n, seed)]
-    saved = (oracle.CHECKS, oracle.check_differential)
-    oracle.CHECKS = tuple(timed(fn.__name__, fn) for fn in saved[0])
-    oracle.check_differential = timed("check_differential", saved[1])
+    # What the session runs: each check's incremental twin (its key included), the op's
+    # view, the differential check and the periodic full check (verify).
+    saved = (oracle.INCREMENTAL, oracle.OpView, oracle.check_differential, oracle.verify)
+    oracle.INCREMENTAL = tuple(
+        replace(inc, run=timed(inc.name, inc.run),
+                key=inc.key and timed(inc.name, inc.key)) for inc in saved[0])
+    oracle.OpView = timed("view", saved[1])
+    oracle.check_differential = timed("check_differential", saved[2])
+    oracle.verify = timed("verify", saved[3])
     try:
         total, _ = _timed(_run_traces, traces, True)
     finally:
-        oracle.CHECKS, oracle.check_differential = saved
+        oracle.INCREMENTAL, oracle.OpView, oracle.check_differential, oracle.verify = saved
     shares = {name: spent[name] / total for name in sorted(spent, key=spent.get, reverse=True)}
     out(f"oracle on {design} (shadow on): {sum(shares.values()):.0%} of the loop: " +
         ", ".join(f"{name.removeprefix('check_')} {share:.0%}" for name, share in shares.items()))
@@ -637,9 +692,151 @@ def cmd_world(args) -> int:
               "machine": machine, "build": _build()}
     report["designs"] = bench_world(designs, args.inputs, args.seed, args.repeats, out)
     shares_design = "hardened" if "hardened" in designs else designs[0]
+    report["statemachine"] = bench_statemachine(shares_design, args.inputs, args.seed,
+                                                args.repeats, out)
     report["oracle"] = bench_oracle_shares(shares_design, args.inputs, args.seed, out)
     if args.json:
         print(json.dumps(report, sort_keys=True))
+    return EXIT_OK
+
+
+# -- campaign throughput: the default harnesses under libFuzzer ----------------------------
+
+#: What exit 2 means for ``rig bench campaign``.
+_CAMPAIGN_FAIL = ("a worker exited non-zero, crashed, found something or ran fewer runs "
+                  "than asked (the figures would be lies)")
+
+
+def _add_campaign(suites) -> None:
+    from rig.cli.helptext import epilog
+    from rig.drive import benchcampaign
+    from rig.drive.harnesses import DEFAULT_CAMPAIGN
+
+    k = suites.add_parser(
+        "campaign", help="the default campaign's harnesses under libFuzzer: exec/s, cores "
+        "used, jobs=N over jobs=1",
+        description=(
+            "The default rig fuzz campaign's harnesses (world harnesses on hardened), each\n"
+            "run as the campaign's libFuzzer workers in its instrumented build, for a fixed\n"
+            "--runs per worker (not a time), from a fresh folder holding only the harness'\n"
+            "own seeds; with N workers, worker i runs -seed=SEED+i, all on one corpus\n"
+            "folder, as a campaign's workers do.\n\n"
+            "Per harness and jobs setting: runs (every worker's, the seed corpus' runs\n"
+            "included), start-up (spawn to libFuzzer's INITED line), seconds of fuzzing\n"
+            "(the first INITED to the last exit), exec/s (the runs after INITED / those\n"
+            "seconds), cores used (the workers' CPU time, from os.wait4, / the seconds from\n"
+            "their spawn to the last exit) and exec/s over jobs=1's.  Wall-clock figures;\n"
+            "docs/benchmarks.md, rig bench campaign."),
+        epilog=epilog([("rig bench campaign", "every default harness at --jobs 1 and at "
+                        "every core, --runs "
+                        f"{benchcampaign.DEFAULT_RUNS} per worker"),
+                       ("rig bench campaign --harness convert --jobs 1,2 --runs 1000 --json",
+                        "one harness, as one JSON object")],
+                      ok="measured", finding=_CAMPAIGN_FAIL))
+    k.add_argument("--runs", type=int, default=benchcampaign.DEFAULT_RUNS, metavar="N",
+                   help="libFuzzer -runs of each worker, the seed corpus' runs included "
+                   f"(default {benchcampaign.DEFAULT_RUNS}: about 2-3 minutes for the "
+                   "default suite on 2 cores)")
+    k.add_argument("--seed", type=_seed, default=benchcampaign.DEFAULT_SEED,
+                   help="libFuzzer -seed of worker 0; worker i gets SEED+i (default "
+                   f"{benchcampaign.DEFAULT_SEED})")
+    k.add_argument("--harness", action="append", dest="harnesses", metavar="NAME",
+                   help="a harness to measure (repeatable; default the default campaign's: "
+                   f"{', '.join(DEFAULT_CAMPAIGN)}); a world harness runs on hardened unless "
+                   "NAME:DESIGN says otherwise")
+    k.add_argument("--jobs", action="append", metavar="N[,N...]",
+                   help="workers per harness (repeatable, or a comma-separated list; default "
+                   f"1 and every core: {','.join(map(str, benchcampaign.default_jobs()))} "
+                   "here)")
+    k.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    k.set_defaults(func=cmd_campaign)
+
+
+def _jobs_list(values) -> list[int]:
+    from rig.drive import benchcampaign
+    from rig.errors import UsageError
+
+    if not values:
+        return benchcampaign.default_jobs()
+    out = set()
+    for value in values:
+        for part in value.split(","):
+            try:
+                n = int(part, 10)
+            except ValueError:
+                raise UsageError(f"--jobs {value!r}: not a number of workers "
+                                 "(N or N,N,...)") from None
+            if n < 1:
+                raise UsageError(f"--jobs {value!r}: must be >= 1")
+            out.add(n)
+    return sorted(out)
+
+
+def cmd_campaign(args) -> int:
+    import importlib.util
+
+    from rig.drive import benchcampaign
+    from rig.errors import UsageError
+
+    if args.runs < 1:
+        raise UsageError(f"--runs must be >= 1, not {args.runs}")
+    jobs = _jobs_list(args.jobs)
+    try:
+        names = benchcampaign.resolve(args.harnesses)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if importlib.util.find_spec("atheris") is None:
+        raise UsageError("the suite runs libFuzzer workers, and atheris is not installed "
+                         "(pip install -e '.[fuzz]')")
+    out = _text_printer(args.json)
+    machine = _machine()
+    build = _build()
+    out(f"rig bench campaign: seed={args.seed} runs={args.runs} (per worker) "
+        f"jobs={','.join(map(str, jobs))} harnesses={','.join(names)}")
+    out(_machine_line(machine))
+    dirty = {None: "", False: " (rig/core clean)", True: " + uncommitted rig/core changes"}
+    out(f"core: commit {build['commit'] or '?'}{dirty[build['core_dirty']]}")
+    head = (f"{'harness':<26} {'jobs':>4} {'runs':>7} {'start-up':>8} {'fuzz s':>7} "
+            f"{'exec/s':>7} {'cores':>5} {'vs jobs=1':>9}")
+    t0 = time.perf_counter()
+    bench = benchcampaign.Bench(args.runs, args.seed)
+    out(f"workers: python -m rig.drive.target NAME, {bench.build} build, -runs={args.runs} "
+        f"-seed={args.seed}+i, from the harness' seeds")
+    out(head)
+    done: list = []
+    ratio_of: dict = {}  # (harness, jobs) -> exec/s over jobs=1's
+
+    def on_row(row) -> None:
+        done.append(row)
+        ratio = benchcampaign.ratios([r for r in done if r.harness == row.harness]).get(row.jobs)
+        ratio_of[(row.harness, row.jobs)] = ratio
+        out(f"{row.harness:<26} {row.jobs:>4} {row.runs:>7} {row.startup_s:>7.1f}s "
+            f"{row.fuzz_s:>6.1f}s {row.execs_per_s:>7.0f} {row.cores_used:>5.2f} "
+            + (f"{ratio:>8.2f}x" if ratio is not None else f"{'-':>9}"))
+
+    try:
+        rows = bench.run(names, jobs, on_row=on_row)
+    except benchcampaign.BenchFailure as exc:
+        print(f"rig bench campaign: FAIL: {exc}", file=sys.stderr)
+        return EXIT_FINDING
+    total_s = time.perf_counter() - t0
+    totals = benchcampaign.totals(rows, jobs)
+    for n, t in totals.items():
+        ratio = t["ratio_to_jobs_1"]
+        out(f"total jobs={n}: {t['harnesses']} harnesses, {t['runs']} runs, "
+            f"{t['fuzz_s']:.1f} s of fuzzing, mean {t['mean_execs_per_s']:.0f} exec/s, "
+            f"{t['cores_used']:.2f} cores used"
+            + (f", {ratio:.2f}x jobs=1" if ratio is not None else ""))
+    out(f"total {total_s:.1f} s")
+    if args.json:
+        print(json.dumps({
+            "config": {"suite": "campaign", "seed": args.seed, "runs": args.runs,
+                       "jobs": jobs, "harnesses": names, "mode": benchcampaign.MODE},
+            "machine": machine, "build": build, "fuzz_build": bench.build,
+            "rows": [dict(r.to_json(), ratio_to_jobs_1=None if ratio_of[(r.harness, r.jobs)]
+                          is None else round(ratio_of[(r.harness, r.jobs)], 3)) for r in rows],
+            "totals": list(totals.values()), "total_s": round(total_s, 2)},
+            sort_keys=True))
     return EXIT_OK
 
 

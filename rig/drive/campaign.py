@@ -585,6 +585,13 @@ class Campaign:
     # -- one harness ----------------------------------------------------------------------
     def worker_argv(self, h, seed: int, wdir: Path, fuzz_left: float | None,
                     runs: int | None, dictionary: Path | None) -> list[str]:
+        return (self.worker_flags(h, seed, wdir, fuzz_left, runs, dictionary)
+                + corpus_dirs(self.corpus_root, h.name))
+
+    def worker_flags(self, h, seed: int, wdir: Path, fuzz_left: float | None,
+                     runs: int | None, dictionary: Path | None) -> list[str]:
+        """A worker's command and libFuzzer flags, without the corpus folders (``rig
+        bench campaign`` runs the same workers on a seed corpus of its own)."""
         args = [sys.executable, "-m", "rig.drive.target", h.base, f"-seed={seed}",
                 f"-artifact_prefix={wdir}/", "-print_final_stats=1", "-timeout=20",
                 "-rss_limit_mb=3072", "-max_len=4096"]
@@ -595,7 +602,7 @@ class Campaign:
         else:
             # A backstop: the campaign stops its workers itself at the slot's end.
             args.append(f"-max_total_time={max(1, int(fuzz_left) + 2)}")
-        return args + list(self.extra) + corpus_dirs(self.corpus_root, h.name)
+        return args + list(self.extra)
 
     def run_harness(self, name: str, slot_s: float | None, runs: int | None,
                     campaign_deadline: float | None) -> HarnessRun:
