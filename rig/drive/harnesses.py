@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 # Everything a harness runs is imported here, at module level: rig.drive.target imports
 # this module under atheris.instrument_imports(), and a module first imported later (a
 # lazy import inside one_input) would run uninstrumented, giving libFuzzer no feedback.
-# (rig.check is imported here too, and left untraced on purpose: rig.drive.target's
-# UNTRACED_PACKAGES, the judge.)
+# (The run loop and the reference model are imported here too, and left untraced on
+# purpose: rig.drive.target.UNTRACED.)
 import rig.check.differential  # noqa: F401
 import rig.check.model  # noqa: F401
 import rig.check.oracle  # noqa: F401

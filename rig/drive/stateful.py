@@ -30,8 +30,9 @@ import re
 from dataclasses import dataclass, replace
 
 # Imported here, not on first use, so that they are loaded under a fuzz script's
-# instrument_imports() block (which traces the world and leaves the judge, rig.check,
-# untraced: rig.drive.target.UNTRACED_PACKAGES), never half-way through a run.
+# instrument_imports() block (which traces the world and the oracle, and leaves the run
+# loop and the reference model untraced: rig.drive.target.UNTRACED), never half-way
+# through a run.
 import rig.check.session  # noqa: F401
 import rig.drive.base
 import rig.check.model  # noqa: F401

@@ -14,14 +14,17 @@ first imported inside ``instrument_imports()``, and a rig module imported before
 give libFuzzer no Python coverage.  hypothesis is imported before, so that its own code
 is not instrumented.
 
-What is traced is the code under test and what shapes the input: the world (rig.world:
-host, KVM, the World, every design), the decoders (rig.trace), the harnesses
-(rig.drive).  The judge is not (``UNTRACED``: rig.check, the oracle, the run loop, the
-differential checker and the reference model the shadow world runs on).  Its edges say
-which checks ran, not what the design did, and the reference model's edges repeat the
-native core's; tracing them doubled the Python cost of an input (issue 13: the
-``convert`` harness spent 2.7 s on 520 corpus inputs traced, 1.6 s with rig.check
-untraced) while libFuzzer steered by the same world and core edges.
+What is traced is the code under test, what shapes the input and what says how near a
+run came to a violation: the world (rig.world: host, KVM, the World, every design), the
+decoders (rig.trace), the harnesses (rig.drive) and the oracle (rig.check.oracle: a
+valid conversion failing with -ENOSPC, a mapping over a private page are edges there
+before they are violations).  The run loop, the differential checker and the reference
+model the shadow world runs on are not (``UNTRACED``): their edges say which steps ran,
+and the model's repeat the native core's.  Tracing every rig module doubled the Python
+cost of an input (the ``convert`` harness spent 2.7 s on 520 corpus inputs traced, 1.6 s
+with all of rig.check untraced); leaving the oracle untraced too lost the near-miss
+edges: the bug benchmark's limit-warn-only mutant was then missed in 2 campaigns of 9
+(docs/benchmarks.md, Throughput), and killed in 6 of 6 with the oracle traced.
 """
 
 from __future__ import annotations
@@ -45,25 +48,24 @@ def fuzz_argv(script: str, argv: list[str]) -> list[str]:
     return [f"{sys.executable} {os.path.abspath(script)}"] + list(argv[1:])
 
 
-#: The packages whose modules atheris leaves untraced (module docstring: the judge).
-UNTRACED_PACKAGES = ("rig.check",)
+#: The modules atheris leaves untraced (the module docstring says why).  Module names,
+#: as ``instrument_imports`` takes them (it matches exact names, not packages).
+UNTRACED = ("rig.check", "rig.check.differential", "rig.check.model", "rig.check.session")
 
 
 def untraced_modules() -> list[str]:
-    """The modules of UNTRACED_PACKAGES, found on disk without importing them (importing
-    one here would leave the modules it imports untraced too); ``instrument_imports``
-    takes module names, not packages."""
+    """UNTRACED, each checked to exist on disk without importing it (importing one here
+    would leave the modules it imports untraced too): a module renamed away would
+    silently be traced again."""
     import importlib.util
-    import pkgutil
     from pathlib import Path
 
     root = Path(importlib.util.find_spec("rig").origin).parent  # imports rig/__init__ only
-    names = []
-    for package in UNTRACED_PACKAGES:
-        folder = root.joinpath(*package.split(".")[1:])
-        names.append(package)
-        names += [f"{package}.{m.name}" for m in pkgutil.iter_modules([str(folder)])]
-    return sorted(names)
+    for name in UNTRACED:
+        path = root.joinpath(*name.split(".")[1:])
+        if not (path / "__init__.py").is_file() and not path.with_suffix(".py").is_file():
+            raise SystemExit(f"rig.drive.target: UNTRACED names {name}, which does not exist")
+    return sorted(UNTRACED)
 
 
 def setup(name: str):

@@ -203,25 +203,32 @@ def test_target_imports_no_rig_module_at_its_top():
     assert not [m for m in top if m.startswith("rig")], top
 
 
-def test_the_judge_is_untraced_and_the_code_under_test_is_traced():
-    """atheris traces the world, the designs, the decoders and the harnesses, and leaves
-    rig.check (the oracle, the run loop, the reference model) untraced: a traced
-    function calls atheris' ``_trace_branch``.  Run in a child: instrumentation is per
-    import, and this process imported the rig long ago."""
+def test_the_run_loop_and_the_model_are_untraced_and_the_rest_is_traced():
+    """atheris traces the world, the designs, the decoders, the harnesses and the oracle
+    (its branches are near-miss feedback), and leaves the run loop and the reference
+    model untraced: a traced function calls atheris' ``_trace_branch``.  Run in a child:
+    instrumentation is per import, and this process imported the rig long ago."""
     pytest.importorskip("atheris")
     probe = """
 import rig.drive.target as t
 harness, _ = t.setup("convert")
 import rig.check.oracle, rig.check.session, rig.check.model, rig.world.world
-import rig.world.designs.hardened, rig.trace.decode
+import rig.world.designs.hardened, rig.trace.decode, rig.check.differential
 def traced(fn):
     return "_trace_branch" in fn.__code__.co_names
-print(traced(rig.check.oracle.check_pins), traced(rig.check.session.Session.step),
-      traced(rig.check.model.backend), traced(rig.world.world.World.apply),
+print(traced(rig.check.session.Session.step), traced(rig.check.model.backend),
+      traced(rig.check.differential.run),
+      traced(rig.check.oracle.check_exhaustion), traced(rig.world.world.World.apply),
       traced(rig.world.designs.hardened.Hardened.kvm_convert_memory),
       traced(rig.trace.decode.decode))
 """
     proc = _fuzz("-c", probe)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["False"] * 3 + ["True"] * 3, proc.stdout
-    assert "rig.check.oracle" in target.untraced_modules()
+    assert proc.stdout.split() == ["False"] * 3 + ["True"] * 4, proc.stdout
+    assert "rig.check.session" in target.untraced_modules()
+
+
+def test_an_untraced_module_that_no_longer_exists_is_refused(monkeypatch):
+    monkeypatch.setattr(target, "UNTRACED", target.UNTRACED + ("rig.check.gone",))
+    with pytest.raises(SystemExit, match="rig.check.gone, which does not exist"):
+        target.untraced_modules()
