@@ -95,25 +95,25 @@ DESIGN_BY_ID, DESIGN_IDS = _id_table("design", {c.id: n for n, c in BUILT_IN.ite
 class Reader:
     """Consumes bytes; past the end every read is 0 (so decoding never fails)."""
 
+    __slots__ = ("data", "pos", "size")
+
     def __init__(self, data: bytes):
         self.data = data
         self.pos = 0
+        self.size = len(data)
 
     def byte(self) -> int:
-        if self.pos >= len(self.data):
-            self.pos += 1
-            return 0
-        value = self.data[self.pos]
-        self.pos += 1
-        return value
+        pos = self.pos
+        self.pos = pos + 1
+        return self.data[pos] if pos < self.size else 0
 
     def below(self, n: int) -> int:
-        """An int in [0, n), from one byte (two when n > 256)."""
-        if n <= 1:
-            self.byte()
-            return 0
+        """An int in [0, n), from one byte (two when n > 256).  (The decoder's most
+        called function: one byte read inline.)"""
         if n <= 256:
-            return self.byte() % n
+            pos = self.pos
+            self.pos = pos + 1
+            return self.data[pos] % n if n > 1 and pos < self.size else 0
         return (self.byte() | self.byte() << 8) % n
 
     def chance(self, numerator: int, denominator: int = 256) -> bool:
@@ -121,7 +121,7 @@ class Reader:
 
     @property
     def exhausted(self) -> bool:
-        return self.pos >= len(self.data)
+        return self.pos >= self.size
 
 
 @dataclass(frozen=True)
