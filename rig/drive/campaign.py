@@ -91,6 +91,8 @@ MINIMIZE_MIN_S = 1.0
 #: With --until-kill, the most a finding's minimization takes before its kill check
 #: (within the campaign's --time; the bounded minimizer keeps its best so far).
 UNTIL_KILL_MINIMIZE_S = 20.0
+#: Seconds between two samples of a harness' time series (HarnessRun.series).
+SERIES_EVERY_S = 2.0
 #: Restarts of the workers of one harness after findings within its time slot.
 RESTARTS_MAX = 12
 #: Seconds a worker told to stop (SIGTERM: libFuzzer prints its final stats) may take
@@ -135,7 +137,10 @@ FUZZ_JSON_FIELDS = f"""\
     worker's runs, in start order), exit_codes,
     findings, known_seen ([{{signature, source}}]: known findings it ran into),
     first_finding_s, dictionary, dictionary_entries, command (the first worker's),
-    libfuzzer_args (its flags and corpus folders), error, interrupted."""
+    libfuzzer_args (its flags and corpus folders), error, interrupted,
+    series (the harness over time: a sample every {SERIES_EVERY_S:g} s and one at its end,
+    which holds its totals: [{{t (seconds from the campaign's start), elapsed (from the
+    harness'), runs, execs_per_s (since the sample before), cov, corpus, findings}}])."""
 
 
 @dataclass
@@ -207,6 +212,20 @@ class HarnessRun:
     libfuzzer_args: list = field(default_factory=list)  # its flags and corpus folders
     error: str | None = None
     interrupted: bool = False
+    #: The harness over time: a sample every SERIES_EVERY_S of its slot and one at its
+    #: end (which holds the totals above), each {t: seconds from the campaign's start,
+    #: elapsed: from the harness' start, runs, execs_per_s (since the sample before),
+    #: cov, corpus, findings}, from its workers' libFuzzer status lines.
+    series: list = field(default_factory=list)
+
+    def sample(self, t: float, elapsed: float) -> None:
+        """Append the harness' state now to ``series``."""
+        last = self.series[-1] if self.series else {"elapsed": 0.0, "runs": 0}
+        span = elapsed - last["elapsed"]
+        self.series.append({
+            "t": round(t, 2), "elapsed": round(elapsed, 2), "runs": self.runs,
+            "execs_per_s": int((self.runs - last["runs"]) / span) if span > 0 else 0,
+            "cov": self.cov, "corpus": self.corpus, "findings": len(self.findings)})
 
     def to_json(self) -> dict:
         out = {k: v for k, v in vars(self).items() if k != "findings"}
@@ -732,6 +751,7 @@ class Campaign:
         for _ in range(jobs):
             spawn()
         stop_sent: float | None = None
+        sampled = start
         smoke_deadline = start + 900.0
         try:
             while self.live:
@@ -758,6 +778,9 @@ class Campaign:
                         if now - stop_sent > STOP_GRACE_S:
                             w.kill()
                 self._tally(run, finished, main_corpus)
+                if now - sampled >= SERIES_EVERY_S:
+                    sampled = now
+                    run.sample(now - self.t0, now - start)
                 self.progress.update(run, now - start, slot_s)
         except KeyboardInterrupt:
             run.interrupted = self.interrupted = True
@@ -808,6 +831,7 @@ class Campaign:
         run.error = errors[0] if errors else None
         run.seconds = time.monotonic() - start
         run.execs_per_s = int(run.runs / run.seconds) if run.seconds > 0 else 0
+        run.sample(time.monotonic() - self.t0, run.seconds)
         self.runs_done += run.runs
         self.progress.update(run, run.seconds, slot_s, final=True)
         return run

@@ -200,10 +200,27 @@ def test_time_bounds_the_whole_campaign_and_every_harness_runs(tmp_path, built):
     for h in report["harnesses"]:
         assert h["runs"] > 0 and 0 < h["seconds"] <= report["wall_seconds"], h
         assert h["error"] is None and h["workers"] == report["jobs"] >= 1
+        _check_series(h, report["wall_seconds"])
     ran = [h["name"] for h in report["harnesses"]]
     assert ran + [d["name"] for d in report["dropped"]] == [
         "core_differential", "iommu", "convert:hardened", "convert_explicit:hardened",
         "trace_text:hardened", "statemachine:hardened"]
+
+
+def _check_series(h: dict, wall: float) -> None:
+    """A harness' time series: samples in time order, counts that never go back, every
+    few seconds of its slot, and a last one that holds the harness' totals."""
+    series = h["series"]
+    assert series, h["name"]
+    for before, after in zip(series, series[1:]):
+        assert before["t"] <= after["t"] and before["elapsed"] <= after["elapsed"], series
+        assert before["runs"] <= after["runs"] and before["cov"] <= after["cov"], series
+    assert 0 < series[-1]["t"] <= wall and series[-1]["elapsed"] == round(h["seconds"], 2)
+    last = {k: series[-1][k] for k in ("runs", "cov", "corpus")}
+    assert last == {k: h[k] for k in last} and series[-1]["findings"] == len(h["findings"])
+    # a sample at least every SERIES_EVERY_S (2 s) of the slot, give or take a poll
+    assert len(series) >= h["seconds"] // 2.5, (h["seconds"], series)
+    assert sum(s["execs_per_s"] > 0 for s in series) >= 1, series
 
 
 @slow
