@@ -39,6 +39,12 @@ class UsageError(Exception):
     """Bad flags or input: printed as one line by the CLI, exit 1."""
 
 
+#: How the signature of an exception that is a bug of the rig itself begins (its
+#: ``signature`` attribute, rig.drive.base.exception_signature): a campaign reports such
+#: an input as an infrastructure failure (exit 3), never as a finding about the design.
+RIG_BUG = "rig bug: "
+
+
 #: Errno names as the trace format spells them (``ENOSPC``), and back.
 ERRNO_NAMES: dict[int, str] = {
     number: name for name, number in (

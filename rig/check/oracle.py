@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Callable
 
-from rig.errors import ENOMEM, ENOSPC
+from rig.errors import ENOMEM, ENOSPC, RIG_BUG
 from rig.world.host import PAGE_SIZE
 from rig.world.ops import format_result
 
@@ -652,7 +652,14 @@ FULL_CHECK_EVERY = 64
 
 
 class IncrementalMismatch(RuntimeError):
-    """The incremental oracle and the full one disagree: a bug of the rig."""
+    """The incremental oracle and the full one disagree on ``check``: a bug of the rig.
+    Its ``signature`` names the check only (not the op or the violations), so that a
+    campaign counts one such bug once, and reports it as the rig's (rig.errors.RIG_BUG),
+    not the design's."""
+
+    def __init__(self, check: str, message: str):
+        super().__init__(message)
+        self.signature = f"{RIG_BUG}the incremental oracle disagrees with the full one on {check}"
 
 
 class OpView:
@@ -950,7 +957,7 @@ def verify(world, memo: Memo, differential=None) -> None:
         full = inc.check(world)
         if inc.check not in memo.results or not _same(memo.results[inc.check], full):
             raise IncrementalMismatch(
-                f"incremental oracle: {inc.name} at op {world.op_index} reported "
+                inc.name, f"incremental oracle: {inc.name} at op {world.op_index} reported "
                 f"{[str(v) for v in memo.results.get(inc.check, [])]}, the full check "
                 f"{[str(v) for v in full]}")
     if differential is not None:
@@ -958,7 +965,7 @@ def verify(world, memo: Memo, differential=None) -> None:
         full = _run("differential", world, shadow, result, shadow_result)
         if not _same(fast, full):
             raise IncrementalMismatch(
-                f"incremental oracle: check_shadow at op {world.op_index} reported "
+                "check_shadow", f"incremental oracle: check_shadow at op {world.op_index} reported "
                 f"{[str(v) for v in fast]}, the full check {[str(v) for v in full]}")
     memo.verified = world.op_index
 

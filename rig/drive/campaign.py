@@ -20,9 +20,11 @@ campaign copies it atomically into corpora/crashes/ *before* decoding or minimiz
 so a failure in the rig's own post-processing, or a Ctrl-C, still leaves the raw finding.
 
 Nothing is reported that did not happen: a harness that executed no input, a worker
-that died without an artifact that explains it, a canary that did not fail, or a
-harness that crashes again on a signature it was told is known, is an infrastructure
-failure (exit 3), one line each.  ``--time`` bounds the whole campaign's wall clock:
+that died without an artifact that explains it, a canary that did not fail, a
+harness that crashes again on a signature it was told is known, or an input on which
+the rig is wrong about itself (rig.errors.RIG_BUG: the incremental oracle disagreeing
+with the full one; the raw input is kept, nothing is minimized) is an infrastructure
+failure (exit 3), one line each, never a finding about the design.  ``--time`` bounds the whole campaign's wall clock:
 the instrumented build, the corpus replays, every worker's start-up and the
 minimizations included.
 
@@ -62,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rig.drive import base, harnesses, native
+from rig.errors import RIG_BUG
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The version of ``rig fuzz --json``'s document (the fields are listed in `rig fuzz
@@ -914,8 +917,9 @@ class Campaign:
         """The smallest trace that fails the same way, within ``deadline`` (a bounded
         minimizer keeps its best so far); the raw file is safe already, so whatever goes
         wrong here is reported on the finding and does not stop the campaign."""
-        if finding.kind != "crash" or self.args.no_minimize:
-            return
+        if (finding.kind != "crash" or self.args.no_minimize
+                or finding.signature.startswith(RIG_BUG)):
+            return  # (a bug of the rig: its raw input is what reproduces it)
         stop = (lambda: time.monotonic() >= deadline or self.interrupted)
         try:
             if h.kind == "core":
@@ -1211,12 +1215,20 @@ def main(args) -> int:
     findings = [f for r in results for f in r.findings]
     expected = {r.name for r in results if harnesses.harness_for(r.name).expect_crash}
     real = [f for f in findings if f.harness not in expected and not f.known]
+    # A bug of the rig itself (rig.errors.RIG_BUG: the incremental oracle disagreeing
+    # with the full one) says nothing about the design: an infrastructure failure.
+    rig_bugs = [f for f in real if f.signature.startswith(RIG_BUG)]
+    real = [f for f in real if f not in rig_bugs]
     silent_canaries = sorted(n for n in expected
                              if not any(f.harness == n for f in findings)
                              and not next(r for r in results if r.name == n).interrupted)
     for r in results:
         if r.error:
             errors.append(f"rig fuzz: {r.name}: {r.error}")
+    for f in rig_bugs:
+        errors.append(f"rig fuzz: {f.harness}: {f.signature.removeprefix(RIG_BUG)}: a bug "
+                      f"of the rig, not a finding about the design ({f.inputs} input(s); "
+                      f"kept: {f.raw}; {f.replay_command()})")
     for n in silent_canaries:
         errors.append(f"rig fuzz: {n}: the canary did not fail: the infrastructure is not "
                       "reporting failures, so nothing it says about the other harnesses counts")
@@ -1259,6 +1271,8 @@ def main(args) -> int:
                   f"was not restarted, {r.restart_cap_left_s:.1f} s before the end of its "
                   "slot (so many new findings: fix some, or run the harness alone)")
     for f in findings:
+        if f in rig_bugs:
+            continue  # an infrastructure failure above, not a finding
         tag = " (expected: canary)" if f.harness in expected else ""
         print(f"finding [{f.harness}] {f.kind}{tag}: {f.summary}")
         print(f"    raw:    {f.raw}")

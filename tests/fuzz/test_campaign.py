@@ -113,6 +113,20 @@ class UnplugKeepsListeners(Hardened):
 '''
 
 
+#: A sitecustomize that plants a bug of the rig itself: attr-agree's incremental twin
+#: proves every world clean, so the full check it is compared with at a run's end
+#: disagrees (rig.check.oracle.IncrementalMismatch) on the first input whose world
+#: breaks attr-agree.  qemu-10.1 does within a few hundred runs.
+PLANTED_ORACLE = '''
+import rig.check.oracle as _oracle
+
+_oracle.INCREMENTAL = tuple(
+    inc if inc.name != "check_attributes" else
+    type(inc)(inc.check, lambda world, view: [], None)
+    for inc in _oracle.INCREMENTAL)
+'''
+
+
 def _sitecustomize(tmp_path, text: str) -> dict:
     folder = tmp_path / "site"
     folder.mkdir(exist_ok=True)
@@ -265,6 +279,23 @@ def test_one_core_bug_is_one_finding_and_its_harnesses_keep_running(tmp_path, bu
     trace = trace if trace.is_absolute() else ROOT / trace
     assert trace.name.startswith("core-result-translate-")
     assert "# expect: mismatch result in translate" in trace.read_text()
+
+
+@slow
+def test_a_bug_of_the_rig_is_an_infrastructure_failure_not_a_finding(tmp_path, built):
+    """The incremental oracle disagreeing with the full one is the rig's bug: the
+    campaign exits 3 with one line naming it (once, however many inputs reach it) and
+    the raw input it kept, and counts it as no finding about the design."""
+    env = _sitecustomize(tmp_path, PLANTED_ORACLE)
+    proc, _ = fuzz(tmp_path, "--design", "qemu-10.1", "--harness", "convert", "--time",
+                   "20", "--json", env=env)
+    assert proc.returncode == 3, _why(proc)
+    report = report_of(proc)
+    bugs = [e for e in report["errors"] if "the incremental oracle disagrees" in e]
+    assert len(bugs) == 1 and "check_attributes: a bug of the rig" in bugs[0], report["errors"]
+    raw = bugs[0].split("kept: ")[1].split(";")[0]
+    assert (ROOT / raw).is_file() or Path(raw).is_file(), raw
+    assert not any("rig bug" in f["signature"] for f in report["findings"]), report["findings"]
 
 
 @slow
