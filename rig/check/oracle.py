@@ -659,7 +659,8 @@ class IncrementalMismatch(RuntimeError):
 
     def __init__(self, check: str, message: str):
         super().__init__(message)
-        self.signature = f"{RIG_BUG}the incremental oracle disagrees with the full one on {check}"
+        self.signature = (f"{RIG_BUG}the incremental oracle disagrees with the full one "
+                          f"on {check}")
 
 
 class OpView:
@@ -965,8 +966,8 @@ def verify(world, memo: Memo, differential=None) -> None:
         full = _run("differential", world, shadow, result, shadow_result)
         if not _same(fast, full):
             raise IncrementalMismatch(
-                "check_shadow", f"incremental oracle: check_shadow at op {world.op_index} reported "
-                f"{[str(v) for v in fast]}, the full check {[str(v) for v in full]}")
+                "check_shadow", f"incremental oracle: check_shadow at op {world.op_index} "
+                f"reported {[str(v) for v in fast]}, the full check {[str(v) for v in full]}")
     memo.verified = world.op_index
 
 

@@ -24,9 +24,9 @@ that died without an artifact that explains it, a canary that did not fail, a
 harness that crashes again on a signature it was told is known, or an input on which
 the rig is wrong about itself (rig.errors.RIG_BUG: the incremental oracle disagreeing
 with the full one; the raw input is kept, nothing is minimized) is an infrastructure
-failure (exit 3), one line each, never a finding about the design.  ``--time`` bounds the whole campaign's wall clock:
-the instrumented build, the corpus replays, every worker's start-up and the
-minimizations included.
+failure (exit 3), one line each, never a finding about the design.  ``--time``
+bounds the whole campaign's wall clock: the instrumented build, the corpus replays,
+every worker's start-up and the minimizations included.
 
 ``--until-kill BASE`` (the bug benchmark, rig.drive.bugbench) minimizes each new finding
 as soon as it is triaged and replays it on design BASE with the unmutated core; the first
