@@ -496,7 +496,8 @@ class Worker:
             self.runs = max(self.runs, int(count))
             self.cov = max(self.cov, int(cov))
             self.corpus = int(corp)
-            if self.inited is None:  # (the first status line is libFuzzer's INITED)
+            # Start-up ends at INITED; a large corpus is read with "pulse" lines first.
+            if self.inited is None and kind == "INITED":
                 self.inited = time.monotonic()
             return
         for pattern in (FINAL_RUNS, DONE):

@@ -591,3 +591,22 @@ def test_findings_that_minimize_to_one_trace_are_one_finding():
     assert a.inputs == 2 and not d.same_trace
     table = summary_table(runs)
     assert [line.split()[-3] for line in table[1:]] == ["1", "1"]  # the findings column
+
+
+def test_a_worker_starts_up_until_inited_not_until_its_first_status_line():
+    """libFuzzer reads a large corpus with "pulse" lines before INITED: start-up (which
+    the campaign reports as startup_s and plans the next campaign with) ends at INITED."""
+    from collections import deque
+
+    from rig.drive.campaign import Worker
+
+    w = object.__new__(Worker)  # (no process: only the line parser is under test)
+    w.inited, w.runs, w.cov, w.corpus, w.final = None, 0, 0, 0, None
+    w.tail, w.written, w.unrecognized, w.dictionary_entries = deque(maxlen=4), [], [], None
+    w._line("#512\tpulse  cov: 900 ft: 1200 corp: 300/20Kb exec/s: 256 rss: 60Mb")
+    assert w.inited is None and w.runs == 512 and w.cov == 900
+    w._line("#1024\tINITED cov: 1800 ft: 2400 corp: 600/40Kb exec/s: 341 rss: 64Mb")
+    assert w.inited is not None and w.runs == 1024
+    at = w.inited
+    w._line("#2048\tNEW    cov: 1810 ft: 2410 corp: 601/40Kb lim: 64 exec/s: 400 rss: 64Mb")
+    assert w.inited == at and w.cov == 1810
