@@ -22,9 +22,10 @@ before they are violations).  The run loop, the differential checker and the ref
 model the shadow world runs on are not (``UNTRACED``): their edges say which steps ran,
 and the model's repeat the native core's.  Tracing every rig module doubled the Python
 cost of an input (the ``convert`` harness spent 2.7 s on 520 corpus inputs traced, 1.6 s
-with all of rig.check untraced); leaving the oracle untraced too lost the near-miss
-edges: the bug benchmark's limit-warn-only mutant was then missed in 2 campaigns of 9
-(docs/benchmarks.md, Throughput), and killed in 6 of 6 with the oracle traced.
+with all of rig.check untraced); leaving the oracle untraced too lost near-miss edges:
+the bug benchmark's limit-warn-only mutant was then killed in 7 campaigns of 9, against
+8 of 9 with the oracle traced and 9 of 9 with everything traced (docs/benchmarks.md,
+Throughput).
 """
 
 from __future__ import annotations
