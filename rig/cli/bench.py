@@ -1046,8 +1046,10 @@ def plot_bugs(summary: dict, engines: list, classes, cap: float, prefix: str) ->
 
 
 def cmd_bugs(args) -> int:
-    from rig.drive import bugbench
+    from rig.drive import bugbench, native
     from rig.errors import EXIT_INTERNAL
+
+    native.keep_hypothesis_storage()  # (the cells inherit it)
 
     classes = bugbench.resolve_mutants(args.mutants)
     engines = [name for name in bugbench.ENGINES if name in (args.engines or bugbench.ENGINES)]

@@ -81,6 +81,17 @@ def cache_root() -> Path:
     return Path(base) / "gmem-rig"
 
 
+def keep_hypothesis_storage() -> None:
+    """Put hypothesis' storage (the ``constants/`` cache of the source it reads, which
+    its own test runner writes at a state machine's first draw) under the rig's cache
+    folder, unless HYPOTHESIS_STORAGE_DIRECTORY says where, for this process and the
+    ones it starts: else ``rig bench bugs``' statemachine engine leaves ``.hypothesis/``
+    in the folder the user runs it from.  (A fuzz worker's fuzz_one_input replays bytes
+    and writes nothing there.)  Never under pytest, where it would move the test
+    database depending on which test ran first."""
+    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(cache_root() / "hypothesis"))
+
+
 def flags(mode: str, mutant: str | None = None) -> tuple[list[str], list[str]]:
     """(compile, link) arguments of the build in ``mode``, for core mutant ``mutant``
     (None: the real core).  ``plain`` is setup.py's own (-O2)."""

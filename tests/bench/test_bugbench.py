@@ -445,3 +445,20 @@ def test_rig_fuzz_until_kill_judges_every_finding_and_goes_on_when_none_kills(tm
         assert 0 < f["found_s"] and 0 < f["found_runs"] <= doc["harnesses"][0]["runs"]
     found = [f["found_s"] for f in doc["findings"]]
     assert found == sorted(found)
+
+
+def test_the_statemachine_engine_leaves_no_hypothesis_folder_where_it_runs(tmp_path):
+    """hypothesis' runner writes its constants cache at the first draw: under the rig's
+    cache folder, not in the folder the user runs the benchmark from."""
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_STORAGE_DIRECTORY"}
+    env["RIG_NATIVE_CACHE"] = str(cache)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig.cli.main", "bench", "bugs", "--mutant",
+         "attr-not-restored", "--engine", "statemachine", "--seeds", "1", "--cap", "20",
+         "--results", str(tmp_path / "results.jsonl")],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert not (work / ".hypothesis").exists(), sorted(p.name for p in work.iterdir())
+    assert (cache / "hypothesis" / "constants").is_dir()
