@@ -159,6 +159,18 @@ def decode(data: bytes, options: DecodeOptions = DecodeOptions()) -> tuple[World
     else:
         for _ in range(3):
             r.byte()
+    return cfg, _swarm_and_ops(r, cfg, options)
+
+
+def decode_ops(data: bytes, config: WorldConfig,
+               options: DecodeOptions = DecodeOptions()) -> list[Op]:
+    """The ops ``decode`` would give after its header, for a world the caller fixes
+    (rig sweep's cells: a design, a guest shape and a fault plan): ``data`` begins at the
+    swarm.  ``options.faults`` says only whether ops carry explicit fault properties."""
+    return _swarm_and_ops(Reader(data), config, options)
+
+
+def _swarm_and_ops(r: Reader, cfg: WorldConfig, options: DecodeOptions) -> list[Op]:
     # Swarm: a mask of enabled kinds and a weight per kind (the module docstring).
     # Conversions are always on, so bit 0 of the mask says instead whether ranges may be
     # junk.
@@ -175,7 +187,7 @@ def decode(data: bytes, options: DecodeOptions = DecodeOptions()) -> tuple[World
     ops: list[Op] = []
     while not r.exhausted and len(ops) < options.ops_max:
         ops.append(decode_op(r, cfg, table, options, junk=junk))
-    return cfg, ops
+    return ops
 
 
 def swarm_ops(options: DecodeOptions = DecodeOptions()) -> tuple[OpSpec, ...]:

@@ -42,7 +42,7 @@ from rig.trace import decode as dec
 from rig.trace.decode import DecodeOptions, decode
 from rig.trace.format import (MAGIC, Trace, format_header, format_value, parse_expect,
                               parse_op_line, parse_value, serialize)
-from rig.world.config import CONFIG_FIELDS, RamSpec, WorldConfig
+from rig.world.config import CONFIG_FIELDS, OPTIONAL_FIELDS, RamSpec, WorldConfig
 from rig.world.designs import BUILT_IN, DESIGNS, ensure
 from rig.world.faults import SITES, FaultSpec
 from rig.world.ops import OPS, POINT_ATTR, Op, OpSpec, before_point, format_op, nested_op, op
@@ -590,6 +590,8 @@ def text_sections() -> list[tuple[str, tuple[tuple[str, str], ...]]]:
     config = WorldConfig()
     header = []
     for key in CONFIG_FIELDS:
+        if key in OPTIONAL_FIELDS:
+            continue  # (sweep-only knobs: the fuzzer needs no token for them)
         if key == "design":
             values = tuple(BUILT_IN)  # (the same dictionary whatever RIG_DESIGNS loads)
         elif key == "iommu":

@@ -23,7 +23,7 @@ from rig.check.session import Expect
 from rig.world.faults import FaultSpec
 from rig.world.ops import (OPS, POINT_ATTR, Op, before_point, format_arg, format_op,  # noqa: F401
                            format_props)
-from rig.world.config import CONFIG_FIELDS, WorldConfig, parse_ram
+from rig.world.config import CONFIG_FIELDS, OPTIONAL_FIELDS, WorldConfig, parse_ram
 
 MAGIC = "# gmem-rig trace v1"
 from rig.check.oracle import INVARIANTS as INVARIANT_NAMES  # noqa: E402
@@ -85,6 +85,8 @@ def format_value(name: str, value) -> str:
         return "yes" if value else "no"
     if name == "ram":
         return ",".join(str(r) for r in value)
+    if name == "fault_sites":
+        return ",".join(value) or "all"
     if name in ("dma_entry_limit", "max_memslots", "seed", "fail_nth"):
         return str(value)
     if isinstance(value, int):
@@ -93,7 +95,11 @@ def format_value(name: str, value) -> str:
 
 
 def format_header(config: WorldConfig) -> str:
-    return "# " + " ".join(f"{n}={format_value(n, getattr(config, n))}" for n in CONFIG_FIELDS)
+    return "# " + " ".join(f"{n}={format_value(n, getattr(config, n))}" for n in CONFIG_FIELDS
+                           if n not in OPTIONAL_FIELDS or getattr(config, n) != _DEFAULT[n])
+
+
+_DEFAULT = {n: getattr(WorldConfig(), n) for n in OPTIONAL_FIELDS}
 
 
 def serialize(trace: Trace) -> str:
@@ -115,6 +121,8 @@ def parse_value(name: str, text: str):
     """A header value; raises ValueError naming what is wrong."""
     if name == "ram":
         return parse_ram(text)
+    if name == "fault_sites":
+        return () if text == "all" else tuple(text.split(","))
     kind = _FIELD_TYPES[name]
     if "bool" in str(kind):
         if text not in ("yes", "no"):

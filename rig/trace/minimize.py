@@ -74,7 +74,7 @@ class Minimizer:
                 specs = tuple(step.op.prop("fault", ())) + tuple(
                     FaultSpec(f.site, f.errno, f.nth, f.partial) for f in fired)
                 ops[step.index] = step.op.with_props(fault=specs)
-        explicit = cfg.with_(faults="explicit", seed=0, fail_nth=0,
+        explicit = cfg.with_(faults="explicit", seed=0, fail_nth=0, fault_sites=(),
                              p_activate=WorldConfig.p_activate, p_fire=WorldConfig.p_fire)
         return self.try_(explicit, ops)
 

@@ -58,6 +58,10 @@ class WorldConfig:
     seed: int = 0
     p_activate: float = 0.25
     p_fire: float = 0.1
+    #: The sites the fail_nth and seeded plans may fail (empty: every site); a sweep's
+    #: fault plan ("map errors") names them.  Explicit per-op faults are not limited.
+    #: The header writes it only when set, so traces from before it keep their bytes.
+    fault_sites: tuple = ()
 
     def with_(self, **changes) -> "WorldConfig":
         return replace(self, **changes)
@@ -110,6 +114,14 @@ class WorldConfig:
         for name in ("p_activate", "p_fire"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 bad(name, "must be within 0..1")
+        if self.fault_sites:
+            from rig.world.faults import SITES
+
+            unknown = [s for s in self.fault_sites if s not in SITES]
+            if unknown:
+                bad("fault_sites", f"unknown site {unknown[0]!r} (one of {', '.join(SITES)})")
+            if len(set(self.fault_sites)) != len(self.fault_sites):
+                bad("fault_sites", "a site is named twice")
         return self
 
     @property
@@ -118,3 +130,6 @@ class WorldConfig:
 
 
 CONFIG_FIELDS = tuple(f.name for f in fields(WorldConfig))
+#: Fields a trace header writes only when they differ from the default: the ones added
+#: after traces were first committed (corpora/ keeps its bytes).
+OPTIONAL_FIELDS = ("fault_sites",)

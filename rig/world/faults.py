@@ -240,26 +240,38 @@ class ExplicitPlan(FaultPlan):
 
 
 class FailNthPlan(ExplicitPlan):
-    """Fail the ``nth`` site hit of the run (1-based) with the site's default errno;
-    explicit per-op faults still apply.  Partial sites fail halfway."""
+    """Fail the ``nth`` hit (1-based) of the run's eligible sites (``sites``, or every
+    site) with the site's default errno; explicit per-op faults still apply.  Partial
+    sites fail halfway.  ``nth_reached`` says whether the n-th hit came: a sweep ends at
+    the first n whose hit never does (whatever the explicit faults fired).  Every
+    eligible hit counts, one an explicit fault fails too (as before ``sites``)."""
 
     mode = "fail_nth"
 
-    def __init__(self, nth: int):
+    def __init__(self, nth: int, sites: tuple = ()):
         super().__init__()
         self.nth = nth
+        self.sites = frozenset(sites)
+        self.eligible = 0
+        self.nth_reached = False
 
     def _decide(self, site: str, units: int) -> Injected | None:
+        eligible = not self.sites or site in self.sites
+        if eligible:
+            self.eligible += 1
+            if self.eligible == self.nth:
+                self.nth_reached = True
         explicit = super()._decide(site, units)
         if explicit is not None:
             return explicit
-        if self.hits != self.nth:
+        if not eligible or self.eligible != self.nth:
             return None
         partial = units // 2 if SITES[site].partial else None
         return Injected(site, -SITES[site].errnos[0], partial)
 
     def describe(self) -> str:
-        return f"fail_nth={self.nth}"
+        only = f" sites={','.join(sorted(self.sites))}" if self.sites else ""
+        return f"fail_nth={self.nth}{only}"
 
 
 def sub_seed(seed: int, name: str) -> int:
@@ -273,9 +285,12 @@ class SeededPlan(ExplicitPlan):
 
     mode = "seeded"
 
-    def __init__(self, seed: int, p_activate: float = 0.25, p_fire: float = 0.1):
+    def __init__(self, seed: int, p_activate: float = 0.25, p_fire: float = 0.1,
+                 sites: tuple = ()):
         super().__init__()
         self.seed = seed
+        #: Only these sites may fire (empty: every site); the others are still counted.
+        self.sites = frozenset(sites)
         self.p_activate = p_activate
         self.p_fire = p_fire
         #: site -> (its generator, whether it is active), made at the site's first hit:
@@ -300,6 +315,8 @@ class SeededPlan(ExplicitPlan):
         explicit = super()._decide(site, units)
         if explicit is not None:
             return explicit
+        if self.sites and site not in self.sites:
+            return None
         rng, active = self._site(site)
         if not active or rng.random() >= self.p_fire:
             return None
@@ -309,17 +326,19 @@ class SeededPlan(ExplicitPlan):
         return Injected(site, errno, partial)
 
     def describe(self) -> str:
-        return f"seeded seed={self.seed} p_activate={self.p_activate} p_fire={self.p_fire}"
+        only = f" sites={','.join(sorted(self.sites))}" if self.sites else ""
+        return (f"seeded seed={self.seed} p_activate={self.p_activate} "
+                f"p_fire={self.p_fire}{only}")
 
 
 def make_plan(mode: str, seed: int = 0, nth: int = 0, p_activate: float = 0.25,
-              p_fire: float = 0.1) -> FaultPlan:
+              p_fire: float = 0.1, sites: tuple = ()) -> FaultPlan:
     if mode in ("none", "explicit"):
         return ExplicitPlan()
     if mode == "fail_nth":
-        return FailNthPlan(nth)
+        return FailNthPlan(nth, sites)
     if mode == "seeded":
-        return SeededPlan(seed, p_activate, p_fire)
+        return SeededPlan(seed, p_activate, p_fire, sites)
     raise ValueError(f"unknown fault mode {mode!r} (explicit, fail_nth, seeded)")
 
 

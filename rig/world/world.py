@@ -352,7 +352,7 @@ class World:
                 f"rig.drive.native.env_for)")
         self.plan = plan if plan is not None else make_plan(
             config.faults, seed=config.seed, nth=config.fail_nth,
-            p_activate=config.p_activate, p_fire=config.p_fire)
+            p_activate=config.p_activate, p_fire=config.p_fire, sites=config.fault_sites)
         self.kvm = Kvm((r.gpa, r.size) for r in config.ram)
         self.frames = FrameTable()
         self.manager_calls: list = []   # ManagerCalls frames in progress

@@ -163,3 +163,27 @@ def test_mutated_traces_parse_or_fail_cleanly(text):
     loaded = replay.Loaded(trace, "trace")
     result, _, _ = replay.replay(loaded, "m.trace", "cy", differential=True)
     assert replay.exit_code(loaded, result) in (0, 2)
+
+
+def test_fault_sites_is_written_only_when_set_and_round_trips():
+    from rig.trace.format import Trace, format_header, parse, serialize
+    from rig.world.config import WorldConfig
+
+    plain = WorldConfig()
+    assert "fault_sites" not in format_header(plain)
+    only = plain.with_(faults="fail_nth", fail_nth=2, fault_sites=("vfio.dma_map", "pin.pin_pages"))
+    header = format_header(only)
+    assert header.endswith(" fault_sites=vfio.dma_map,pin.pin_pages")
+    again = parse(serialize(Trace(only, [])), "<t>")
+    assert again.config == only
+
+
+def test_fault_sites_naming_no_site_is_refused_naming_the_field():
+    import pytest
+
+    from rig.world.config import WorldConfig
+
+    with pytest.raises(ValueError, match="^fault_sites: unknown site 'vfio.nope'"):
+        WorldConfig(fault_sites=("vfio.nope",)).validate()
+    with pytest.raises(ValueError, match="^fault_sites: a site is named twice"):
+        WorldConfig(fault_sites=("pin.pin_pages", "pin.pin_pages")).validate()
