@@ -15,7 +15,9 @@ import argparse
 import os
 import signal
 import sys
+import time
 import traceback
+from pathlib import Path
 
 import rig
 from rig.cli.helptext import (BACKEND_HELP, BACKENDS, IOMMUS, Formatter, design_names,
@@ -77,49 +79,109 @@ def _cmd_designs(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    """fail_nth sweeps over designs x IOMMU backends x scenarios, with a verdict table."""
+    """The sweep's cells through pytest-xdist, then the verdict matrix."""
     import json
 
+    from rig.cli import matrix
     from rig.drive import sweep
-    from rig.trace.corpus import scenarios as corpus_scenarios
-    from rig.world.designs import DESIGNS, design_class
+    from rig.drive.campaign import provenance, write_document
+
+    try:
+        from rig.drive import sweeprun
+    except ImportError as exc:  # (pytest is not a dependency of the rig itself)
+        raise UsageError(f"rig sweep runs its cells through pytest-xdist, which is not "
+                         f"installed ({exc}): pip install -e '.[sweep]'") from None
     from rig.world.designs import resolve as resolve_design
 
-    SCENARIOS = corpus_scenarios()
+    started = time.time()
     # (a spec is loaded; a mutant resolves by name; an unknown name is one line)
-    args.design = [resolve_design(d) for d in args.design or ()]
-    for value in args.scenario or ():
-        if value not in SCENARIOS:
-            raise UsageError(f"--scenario {value!r}: not one of {', '.join(SCENARIOS)}")
-    designs = args.design or list(DESIGNS)
-    scenarios = args.scenario or list(SCENARIOS)
-    iommus = args.iommu or ["type1", "iommufd"]
-    rows, coverage, broken = [], {}, []
-    for design, iommu, scenario, result in sweep.matrix(designs, iommus, scenarios, args.backend):
-        rows.append({"design": design, "iommu": iommu, "scenario": scenario,
-                     "runs": len(result.runs), "verdict": sweep.verdict(result),
-                     "findings": dict(result.findings)})
-        for site, (reached, fired) in result.coverage().items():
-            a, b = coverage.get(site, (0, 0))
-            coverage[site] = (a + reached, b + fired)
-        if design_class(design).atomic and result.failures():
-            broken.append(f"{design}/{iommu}/{scenario}")
+    designs = [resolve_design(d) for d in args.design] if args.design else None
+    load = list(args.load) + [d for d in args.design or () if ":" in d]
+    try:
+        specs = sweep.cells(args.profile, designs, args.iommu, args.shape, args.plan)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
+    if not specs:
+        raise UsageError("rig sweep: the selection has no cells (the limit plan is type1's "
+                         "alone: --iommu iommufd --plan limit selects nothing)")
+    out = Path(args.out)
+    bar = _SweepBar(len(specs), args.profile)
+    result = sweeprun.run_sweep(specs, out, jobs=args.jobs, dist=args.dist, tx=args.tx,
+                                recheck=args.recheck, backend=args.backend,
+                                progress=bar.show, load=load)
+    bar.done()
+    grid = matrix.aggregate(result["cells"])
+    matrix.write_traces(grid, str(out))
+    broken = matrix.broken_atomic(grid)
+    code, why = result["exit"], result["why"]
+    if code == 0 and broken:
+        code = EXIT_FINDING
+        why = "a design that promises atomicity broke it: " + "; ".join(
+            f"{d} x {p} ({', '.join(invs)})" for d, p, invs in broken)
+    ok = [c for c in result["cells"] if c.get("status") == "ok"]
+    totals = {"cells": len(result["cells"]), "runs": sum(c["runs"] for c in ok),
+              "errors": result["errors"], "vm_stops": sum(c["vm_stops"] for c in ok),
+              "rechecked": len(result["recheck"]), "mismatches": len(result["mismatches"])}
+    doc = {"format": "rig-sweep/1", "profile": args.profile,
+           "command": " ".join(["rig", *args.argv]), **provenance(started),
+           "jobs": result["jobs"], "dist": result["dist"], "tx": result["tx"],
+           "workers": result["workers"], "wall_s": round(time.time() - started, 1),
+           "cells": result["cells"], "recheck": result["recheck"], "matrix": grid,
+           "totals": totals, "exit": code, "why": why}
+    write_document(out / "sweep.json", doc)
     if args.json:
-        print(json.dumps({"cells": rows, "coverage": coverage, "broken": broken}, indent=1))
-    else:
-        print(f"fail_nth sweep: backend={args.backend} designs={','.join(designs)} "
-              f"iommu={','.join(iommus)} scenarios={','.join(scenarios)}")
-        width = max(len(f"{r['design']} {r['iommu']} {r['scenario']}") for r in rows)
-        for r in rows:
-            cell = f"{r['design']} {r['iommu']} {r['scenario']}"
-            print(f"{cell:<{width}}  runs={r['runs']:<4} {r['verdict']}")
-        print(f"{len(rows)} cells, {sum(r['runs'] for r in rows)} faulted runs")
-        if args.coverage:
-            print()
-            print(sweep.coverage_table(coverage))
-        if broken:
-            print(f"BROKEN PROMISE (atomic design with violations): {', '.join(broken)}")
-    return EXIT_FINDING if broken else EXIT_OK
+        print(json.dumps(doc, indent=1))
+        return code
+    print(f"rig sweep --profile {args.profile}: {totals['cells']:,} cells, "
+          f"{totals['runs']:,} runs, {totals['vm_stops']:,} VM stops, "
+          f"{doc['wall_s']:.0f} s ("
+          + (f"{len(result['tx'])} --tx gateways" if result["tx"] else f"-n {result['jobs']}")
+          + ")")
+    print()
+    print(matrix.markdown(grid) if args.markdown else matrix.text(grid))
+    if args.coverage:
+        coverage: dict = {}
+        for c in ok:
+            for site, (reached, fired) in c["coverage"].items():
+                a, b = coverage.get(site, (0, 0))
+                coverage[site] = (a + reached, b + fired)
+        print()
+        print(sweep.coverage_table(coverage))
+    print()
+    print(f"determinism re-check: {len(result['recheck'])} cells run again in a fresh "
+          f"process, {len(result['mismatches'])} mismatches")
+    print(f"wrote {out / 'sweep.json'} (rig report makes a page of it) and "
+          f"{out / 'traces'}/")
+    if why:
+        print(f"rig sweep: {why}", file=sys.stderr)
+    return code
+
+
+class _SweepBar:
+    """The progress bar on stderr while the cells run: redrawn in place on a terminal,
+    a line per tenth otherwise (a CI log)."""
+
+    def __init__(self, total: int, profile: str):
+        self.total, self.profile = total, profile
+        self.tty = sys.stderr.isatty()
+        self.shown = -1
+        self.started = time.monotonic()
+
+    def show(self, done: int, total: int, errors: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if not self.tty and tenth == self.shown:
+            return
+        self.shown = tenth
+        width = 30
+        filled = done * width // max(total, 1)
+        line = (f"rig sweep [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                f"({errors} errors) {time.monotonic() - self.started:.0f} s")
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty and self.shown >= 0:
+            print(file=sys.stderr, flush=True)
 
 
 def _cmd_replay(args) -> int:
@@ -409,31 +471,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
     _add_load(p)
     p.set_defaults(func=_cmd_designs)
+    from rig.drive.sweep import DISTS, PLANS, PROFILES, RECHECK_SHARE, SHAPES
+
     p = _add_parser(
-        sub, "sweep", "fail_nth fault sweeps over designs x IOMMU backends x scenarios",
-        "Each scenario (corpora/scenarios/) is run once per fault-site hit, failing the\n"
-        "n-th hit, for each design and IOMMU backend; a verdict table follows, and with\n"
-        "--coverage how often each fault site was reached and fired.",
-        epilog=epilog([("rig sweep --design hardened --coverage",
-                        "sweep hardened on both backends and every scenario, with site coverage"),
-                       ("rig sweep --design qemu-10.1 --iommu iommufd --scenario mixed-range --json",
-                        "one cell, as JSON")],
+        sub, "sweep", "fault sweeps over designs x IOMMU backends x guest shapes x fault "
+        "plans, through pytest-xdist, with a verdict matrix",
+        "A cell is a design, an IOMMU backend, a guest shape and a fault plan (and a\n"
+        "slice of the profile's seeds).  It runs the fail_nth sweep of every world trace\n"
+        "of corpora/regressions/ and corpora/scenarios/ of its shape, one run per hit of\n"
+        "the plan's fault sites (per dma_entry_limit level for the limit plan), then the\n"
+        "profile's number of generated traces with the plan's faults seeded; the oracle\n"
+        "runs after every op.  One pytest item per cell, spread by pytest-xdist (-n, --tx:\n"
+        "several machines, README); a share of the cells runs again in a fresh process\n"
+        "and must give the same digest.  The verdict matrix follows (rows designs,\n"
+        "columns plans); OUT/sweep.json has every cell and OUT/traces/ one minimized\n"
+        "trace per broken invariant.\n\n"
+        "profiles:\n" + "".join(f"  {p.name:<9}{p.swarm:,} generated traces per cell "
+                                  f"({p.doc})\n" for p in PROFILES.values()) +
+        "shapes:\n" + "".join(f"  {s.name:<9}{s.doc}\n" for s in SHAPES.values()) +
+        "plans:\n" + "".join(f"  {p.name:<9}{p.doc}\n" for p in PLANS.values()),
+        epilog=epilog([("rig sweep --profile ci", "every cell, on every core of this machine"),
+                       ("rig sweep --design hardened --plan map --markdown",
+                        "one design and plan; the matrix as markdown for a patch discussion"),
+                       ("rig sweep --tx socket=10.0.0.2:8888 --tx socket=10.0.0.3:8888",
+                        "spread the cells over two hosts running execnet socket servers "
+                        "(README)")],
                       ok="no design that promises atomicity broke it",
-                      finding="a design that promises atomicity broke it (BROKEN PROMISE)"))
+                      finding="a design that promises atomicity broke it"))
+    p.add_argument("--profile", choices=list(PROFILES), default="ci",
+                   help="how deep each cell goes (default ci)")
     p.add_argument("--design", action="append", metavar="DESIGN",
                    help=f"a design to sweep (repeatable; default every design): "
-                   f"{one_of(designs)}; or one of your own, path/to/file.py:Class or "
-                   "pkg.module:Class")
+                   f"{one_of(designs)}; a mutant (rig list mutants); or one of your own, "
+                   "path/to/file.py:Class or pkg.module:Class")
     p.add_argument("--iommu", action="append", choices=IOMMUS,
                    help="an IOMMU backend (repeatable; default both)")
-    listed(p.add_argument("--scenario", action="append", metavar="SCENARIO",
-                          help="a scenario of corpora/scenarios/ (repeatable; default every "
-                          "one)"), scenario_names)
+    p.add_argument("--shape", action="append", choices=list(SHAPES),
+                   help="a guest shape (repeatable; default every one)")
+    p.add_argument("--plan", action="append", choices=list(PLANS),
+                   help="a fault plan (repeatable; default every one)")
+    p.add_argument("-n", "--jobs", metavar="N",
+                   help="pytest-xdist workers on this machine: a number, auto or logical "
+                   "(default auto; 0: no xdist, every cell in one process); not with --tx, "
+                   "whose gateways are the workers")
+    p.add_argument("--dist", choices=DISTS, default="worksteal",
+                   help="pytest-xdist's distribution mode (default worksteal)")
+    p.add_argument("--tx", action="append", default=[], metavar="SPEC",
+                   help="an execnet gateway for pytest-xdist, passed through (repeatable): "
+                   "socket=HOST:PORT, ssh=HOST//python=/path/to/.venv/bin/python, ...")
+    p.add_argument("--recheck", type=float, default=RECHECK_SHARE, metavar="SHARE",
+                   help=f"the share of cells run again in a fresh process to compare "
+                   f"digests (default {RECHECK_SHARE}; 0: none)")
+    p.add_argument("--out", default="artifacts/sweep", metavar="DIR",
+                   help="where sweep.json, cells/ and traces/ go (default artifacts/sweep)")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the matrix as a markdown table (links relative to --out)")
+    p.add_argument("--json", action="store_true",
+                   help="print sweep.json's document instead of the table")
     p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
     p.add_argument("--coverage", action="store_true",
-                   help="also print, per fault site, how often the sweeps reached and fired it")
-    p.add_argument("--json", action="store_true",
-                   help="print the cells, the coverage and the broken promises as JSON")
+                   help="also print, per fault site, how often the sweep reached and fired it")
     _add_load(p)
     p.set_defaults(func=_cmd_sweep)
     p = _add_parser(
@@ -599,6 +696,7 @@ def main(argv=None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_USAGE

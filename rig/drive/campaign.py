@@ -94,6 +94,8 @@ MINIMIZE_MIN_S = 1.0
 #: With --until-kill, the most a finding's minimization takes before its kill check
 #: (within the campaign's --time; the bounded minimizer keeps its best so far).
 UNTIL_KILL_MINIMIZE_S = 20.0
+#: The campaign's document (``--json``'s), written into --artifacts by every campaign.
+CAMPAIGN_JSON = "campaign.json"
 #: Seconds between two samples of a harness' time series (HarnessRun.series).
 SERIES_EVERY_S = 2.0
 #: Restarts of the workers of one harness after findings within its time slot.
@@ -118,8 +120,11 @@ OWN_FLAGS = {
 
 #: ``rig fuzz --json``'s document, for the help (``rig fuzz --help``) and the README.
 FUZZ_JSON_FIELDS = f"""\
---json: stdout is one JSON document and nothing else, "schema": {SCHEMA}:
+--json: stdout is one JSON document and nothing else, "schema": {SCHEMA} (every campaign
+also writes it to ARTIFACTS/{CAMPAIGN_JSON}, which `rig report` reads):
   schema, seed, build (native-fuzzer, plain, pure-python, ...), mode (time | smoke),
+  commit (git describe --always --dirty of the rig, or null), date (the campaign's
+    start, UTC), machine (hostname, cpus, python, platform),
   time_budget_s, wall_seconds (the whole campaign), jobs, libfuzzer_flags,
   interrupted, exit_code, errors (one line each: the exit-3 reasons),
   findings (the new ones: harness, kind, signature, summary, raw, trace, known,
@@ -289,6 +294,34 @@ def keep_raw(harness: str, path: Path, crashes: Path) -> Path:
     if not raw.exists():
         _atomic_copy(path, raw)
     return raw
+
+
+def provenance(started: float) -> dict:
+    """Where and from what a document was made: the rig's commit (``git describe
+    --always --dirty``: a tree with uncommitted changes says so; None outside a git
+    checkout), the date ``started`` (time.time(), UTC, to the second) and the machine.
+    Said beside the results, never inside them: no figure depends on it."""
+    import platform
+    import socket
+
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"commit": commit,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "machine": {"hostname": socket.gethostname(), "cpus": os.cpu_count(),
+                        "python": platform.python_version(), "platform": platform.platform()}}
+
+
+def write_document(path: Path, doc: dict) -> None:
+    """``path`` holds ``doc`` (JSON) whole or not at all: a temp file, then os.replace,
+    so a reader (``rig report``) never sees half a campaign."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _rel(path) -> str:
@@ -1068,6 +1101,7 @@ def main(args) -> int:
                             EXIT_USAGE, UsageError)
 
     t0 = time.monotonic()
+    started = time.time()  # (the document's date only: every duration is from t0)
     if args.time <= 0:
         raise UsageError("--time must be > 0 seconds")
     if args.jobs is not None and args.jobs < 1:
@@ -1244,19 +1278,25 @@ def main(args) -> int:
         code = EXIT_FINDING if real else EXIT_OK
     for line in errors:
         _log(line)
+    doc = {
+        "schema": SCHEMA, "seed": seed, "build": build,
+        "mode": "smoke" if args.smoke else "time",
+        "time_budget_s": None if args.smoke else args.time,
+        "wall_seconds": round(wall, 2), "jobs": 1 if args.smoke else jobs,
+        "libfuzzer_flags": extra, "interrupted": c.interrupted,
+        "harnesses": [r.to_json() for r in results],
+        "dropped": dropped, "skipped": skipped, "not_run": not_run,
+        "findings": [f.to_json() for f in real],
+        "silent_canaries": silent_canaries, "errors": errors, "exit_code": code,
+        "until_kill": until_kill, **provenance(started),
+    }
+    # The same document, on disk whether or not --json is given: what `rig report` reads.
+    try:
+        write_document(artifacts / CAMPAIGN_JSON, doc)
+    except OSError as exc:
+        _log(f"rig fuzz: WARNING: {artifacts / CAMPAIGN_JSON} not written: {exc}")
     if args.json:
-        print(json.dumps({
-            "schema": SCHEMA, "seed": seed, "build": build,
-            "mode": "smoke" if args.smoke else "time",
-            "time_budget_s": None if args.smoke else args.time,
-            "wall_seconds": round(wall, 2), "jobs": 1 if args.smoke else jobs,
-            "libfuzzer_flags": extra, "interrupted": c.interrupted,
-            "harnesses": [r.to_json() for r in results],
-            "dropped": dropped, "skipped": skipped, "not_run": not_run,
-            "findings": [f.to_json() for f in real],
-            "silent_canaries": silent_canaries, "errors": errors, "exit_code": code,
-            "until_kill": until_kill,
-        }, indent=1), flush=True)
+        print(json.dumps(doc, indent=1), flush=True)
         return code
     print("\n".join(summary_table(results)))
     for reason in dict.fromkeys(d["reason"] for d in dropped):

@@ -12,6 +12,7 @@ campaign's parts in-process.
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -333,11 +334,35 @@ def test_a_restarted_harness_keeps_its_runs_and_skips_what_stopped_it(tmp_path):
     proc, _ = fuzz(tmp_path, "--harness", "canary", "--time", "12", "--jobs", "1", "--json")
     assert proc.returncode == 0, _why(proc)
     (h,) = report_of(proc)["harnesses"]
+    # The same document is on disk, for rig report (with --json or without: below).
+    assert json.loads((tmp_path / "art" / "campaign.json").read_text()) == report_of(proc)
     assert h["restarts"] >= 1 and len(h["worker_runs"]) == h["restarts"] + 1, h
     assert all(n > 0 for n in h["worker_runs"]) and h["runs"] == sum(h["worker_runs"])
     assert len(h["findings"]) == 1 and h["error"] is None
     # The last worker was stopped at the end of the slot, not by the canary again.
     assert h["exit_codes"][-1] in (0, 72), h["exit_codes"]
+
+
+def test_every_campaign_writes_its_document_for_rig_report(tmp_path):
+    """Without --json too, ARTIFACTS/campaign.json is --json's document, whole (written
+    atomically: no temp file is left): the harness with its time series, where and from
+    what commit it ran."""
+    proc, _ = fuzz(tmp_path, "--smoke", "--harness", "iommu", "--runs", "300")
+    assert proc.returncode == 0, _why(proc)
+    assert not proc.stdout.lstrip().startswith("{")  # (the text summary)
+    art = tmp_path / "art"
+    doc = json.loads((art / "campaign.json").read_text())
+    assert doc["schema"] == 1 and doc["exit_code"] == 0 and doc["mode"] == "smoke"
+    (h,) = doc["harnesses"]
+    assert h["name"] == "iommu" and h["runs"] >= 300 and h["series"], h
+    assert h["series"][-1]["runs"] == h["runs"]
+    assert doc["machine"]["cpus"] == os.cpu_count() and doc["machine"]["hostname"]
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    if git.returncode == 0:  # (a checkout: the commit it ran from; else null)
+        assert doc["commit"].split("-")[0].startswith(git.stdout.strip()[:7]), doc["commit"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["date"]), doc["date"]
+    assert [p.name for p in art.iterdir() if ".tmp" in p.name] == []
 
 
 @slow
