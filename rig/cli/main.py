@@ -184,6 +184,13 @@ class _SweepBar:
             print(file=sys.stderr, flush=True)
 
 
+def _cmd_report(args) -> int:
+    """One self-contained HTML page from the latest sweep, campaign and bug benchmark."""
+    from rig.cli import htmlreport
+
+    return htmlreport.main(args)
+
+
 def _cmd_replay(args) -> int:
     """Replay traces or raw crash files; exit 0 when each is ok or as expected."""
     import json
@@ -533,6 +540,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print, per fault site, how often the sweep reached and fired it")
     _add_load(p)
     p.set_defaults(func=_cmd_sweep)
+    from rig.cli import htmlreport
+    from rig.cli.bench import BUGS_RESULTS
+
+    p = _add_parser(
+        sub, "report", "one self-contained HTML page: verdict matrix, campaign plots, "
+        "findings, bug benchmark",
+        "Reads what rig sweep, rig fuzz and rig bench bugs wrote and writes one HTML file\n"
+        "that needs nothing else (no network, no script; the plots are inline SVG, the\n"
+        "minimized traces are in the page): the machine, commit and date of each input,\n"
+        "the sweep's verdict matrix with a link to each broken invariant's trace, each\n"
+        "harness' coverage and exec/s over time, the findings with their traces and\n"
+        "replay commands, and the bug benchmark's survival curve.  A missing input is\n"
+        "said in its section.  The same inputs give the same bytes, but for the report's\n"
+        f"date ({htmlreport.DATE_ENV} fixes it).",
+        epilog=epilog([("rig report", f"read {htmlreport.DEFAULT_SWEEP}, "
+                        f"{htmlreport.DEFAULT_CAMPAIGN} and {BUGS_RESULTS}; write "
+                        f"{htmlreport.DEFAULT_OUT}"),
+                       ("rig report --sweep out/sweep --campaign art/campaign.json -o r.html",
+                        "a sweep's --out folder and a campaign's document, into r.html")],
+                      ok="the report was written"))
+    p.add_argument("--sweep", metavar="DIR_OR_FILE",
+                   help=f"a rig sweep --out folder or its sweep.json (default "
+                   f"{htmlreport.DEFAULT_SWEEP})")
+    p.add_argument("--campaign", metavar="FILE",
+                   help="a campaign's document: rig fuzz writes ARTIFACTS/campaign.json "
+                   f"(default {htmlreport.DEFAULT_CAMPAIGN})")
+    p.add_argument("--bugs", metavar="FILE",
+                   help=f"rig bench bugs' results file (default {BUGS_RESULTS})")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help=f"the HTML file to write (default {htmlreport.DEFAULT_OUT})")
+    p.set_defaults(func=_cmd_report)
     p = _add_parser(
         sub, "replay", "replay .trace files or raw crash files, op by op",
         "Each op with its result, the faults injected, its state changes and events and\n"
@@ -643,8 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "their traces (DIR/crashes/) go (default corpora)")
     p.add_argument("--artifacts", default="artifacts/fuzz", metavar="DIR",
                    help="the workers' libFuzzer artifacts and the campaign's own files "
-                   "(known signatures, measured start-up, dictionaries; default "
-                   "artifacts/fuzz)")
+                   "(known signatures, measured start-up, dictionaries, campaign.json: the "
+                   "--json document, which rig report reads; default artifacts/fuzz)")
     p.add_argument("--no-minimize", action="store_true",
                    help="keep the raw findings only, do not minimize them to traces")
     p.add_argument("--until-kill", metavar="BASE",
