@@ -409,7 +409,10 @@ def test_ctrl_c_stops_the_workers_keeps_the_findings_and_exits_130(tmp_path):
     report = json.loads(out)
     assert report["interrupted"] is True and report["exit_code"] == 130
     (canary,) = report["harnesses"]
-    assert canary["interrupted"] and canary["runs"] > 0 and len(canary["findings"]) == 1
+    # (Once, in a fresh clone under load, this saw 2 findings where it expects 1 and the
+    # cause stayed unknown: the message names each one, kind and signature.)
+    assert canary["interrupted"] and canary["runs"] > 0 and len(canary["findings"]) == 1, [
+        (f.get("kind"), f.get("signature"), f.get("summary")) for f in canary["findings"]]
     raw = Path(canary["findings"][0]["raw"])
     assert (raw if raw.is_absolute() else ROOT / raw).exists()
     assert "Traceback" not in err

@@ -3,6 +3,7 @@
 built-in one, carried to child processes (RIG_DESIGNS) and named on the command line
 (``--load``, ``--design SPEC``); a bad spec is one line and exit 1."""
 
+import json
 import os
 import subprocess
 import sys
@@ -259,7 +260,7 @@ def test_replay_needs_the_design_and_load_gives_it(design_file, tmp_path):
 @pytest.mark.parametrize("command", [
     ["replay", "--load", "./missing.py:MyQemu", "x.trace"],
     ["designs", "--load", "./mydesign.py:Plain"],
-    ["sweep", "--design", "./mydesign.py:Nope", "--scenario", "seed"],
+    ["sweep", "--design", "./mydesign.py:Nope", "--profile", "quick"],
     ["minimize", "--load", "no_such_package.mod:MyQemu", "x.trace"],
     ["fuzz", "--design", "./mydesign.py:Clash", "--time", "1"],
 ])
@@ -284,13 +285,20 @@ def test_minimize_verifies_in_fresh_processes_with_the_design(design_file, tmp_p
 
 
 def test_sweep_and_designs_take_a_spec(design_file, tmp_path):
+    """The sweep's workers load the user's design too; MyQemu is qemu-10.1 by another
+    name, so its cell ends every run as qemu-10.1's does (the digests differ only where
+    qemu-10.1's own regression traces make a break known)."""
     sweep = rig("sweep", "--design", "./mydesign.py:MyQemu", "--design", "qemu-10.1",
-                "--scenario", "seed", "--iommu", "type1", cwd=tmp_path)
+                "--profile", "quick", "--plan", "map", "--shape", "small", "--iommu", "type1",
+                "-n", "2", "--json", "--out", str(tmp_path / "sw"), cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
-    verdicts = {line.split()[0]: line.split()[3:] for line in sweep.stdout.splitlines()
-                if line.split()[1:3] == ["type1", "seed"]}
-    assert set(verdicts) == {"my-qemu", "qemu-10.1"}, sweep.stdout
-    assert verdicts["my-qemu"] == verdicts["qemu-10.1"], sweep.stdout
+    doc = json.loads(sweep.stdout)
+    outcomes = {c["design"]: (c["runs"], c["outcomes"]) for c in doc["cells"]
+                if c["status"] == "ok"}
+    assert set(outcomes) == {"my-qemu", "qemu-10.1"}, doc["cells"]
+    assert outcomes["my-qemu"] == outcomes["qemu-10.1"]
+    rows = doc["matrix"]["rows"]
+    assert rows["my-qemu"]["map"]["verdict"] == rows["qemu-10.1"]["map"]["verdict"] == "broken"
     table = rig("designs", "--load", "./mydesign.py:MyQemu", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "my-qemu" in table.stdout
