@@ -144,7 +144,8 @@ def text(matrix: dict) -> str:
     cells = {(d, p): _cell_text(matrix["rows"][d][p]) for d in designs for p in plans}
     first = max([len("design")] + [len(v) for v in label.values()])
     widths = [max([len(p)] + [len(cells[d, p]) for d in designs]) for p in plans]
-    lines = ["  ".join([f"{'design':<{first}}"] + [f"{p:<{w}}" for p, w in zip(plans, widths)])]
+    lines = ["  ".join([f"{'design':<{first}}"] +
+                       [f"{p:<{w}}" for p, w in zip(plans, widths)]).rstrip()]
     for d in designs:
         lines.append("  ".join([f"{label[d]:<{first}}"] +
                                [f"{cells[d, p]:<{w}}" for p, w in zip(plans, widths)]).rstrip())
