@@ -184,6 +184,140 @@ class _SweepBar:
             print(file=sys.stderr, flush=True)
 
 
+def _cmd_explore(args) -> int:
+    """Breadth-first exploration of a small world, per design."""
+    import json
+
+    from rig.drive import explore
+    from rig.trace import minimize
+    from rig.trace.format import parse
+    from rig.world.designs import DESIGNS
+    from rig.world.designs import resolve as resolve_design
+
+    if args.world in explore.WORLDS:
+        world = explore.WORLDS[args.world]
+    elif os.path.exists(args.world):
+        try:
+            world = explore.world_from_trace(args.world)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        raise UsageError(f"--world {args.world!r}: not one of {', '.join(explore.WORLDS)} "
+                         "nor a trace file")
+    for name in ("depth", "jobs", "max_states"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "depth" else 1):
+            raise UsageError(f"--{name.replace('_', '-')}: must be >= "
+                             f"{0 if name == 'depth' else 1}, not {value}")
+    designs = [resolve_design(d) for d in args.design] if args.design else list(DESIGNS)
+    if args.checkpoint:
+        os.makedirs(args.checkpoint, exist_ok=True)
+    results = []
+    for design in designs:
+        bar = _ExploreBar(design) if not args.json else None
+        checkpoint = (os.path.join(args.checkpoint, f"{world.name.replace('/', '_')}-"
+                                   f"{design}.json") if args.checkpoint else None)
+        try:
+            result = explore.explore(world, design, args.depth, jobs=args.jobs,
+                                     max_states=args.max_states, time_s=args.time,
+                                     backend=args.backend, checkpoint=checkpoint,
+                                     resume=args.resume, progress=bar and bar.show)
+        except ValueError as exc:  # (a checkpoint of another world or design)
+            raise UsageError(str(exc)) from None
+        if bar:
+            bar.done()
+        # Nothing found is lost: each counterexample is on disk before it is printed.
+        if result.violations:
+            os.makedirs(args.out, exist_ok=True)
+        for name, v in result.violations.items():
+            digest = minimize.canonical_hash(parse(v["trace"], "<explore>"))[:8]
+            stem = f"explore-{os.path.basename(world.name)}-{design}-{name}-{digest}"
+            v["path"], _ = minimize.write_new(os.path.join(args.out, stem + ".trace"),
+                                              v["trace"])
+            v["corpus"] = _corpus_shortest(design, name)
+        results.append(result)
+    found = any(r.violations for r in results)
+    doc = {"world": world.name, "doc": world.doc, "alphabet": len(explore.alphabet(world)),
+           "faults": world.faults, "interleaves": world.interleaves, "depth_max": args.depth,
+           "designs": [r.to_json() for r in results], "exit": EXIT_FINDING if found else EXIT_OK}
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return doc["exit"]
+    print(f"rig explore --world {world.name}: {world.doc}; {doc['alphabet']} ops in the "
+          f"alphabet, every fault at every hit (at most {world.faults} per sequence)"
+          + (f", every interleaving (at most {world.interleaves})" if world.interleaves else ""))
+    width = max(len(r.design) for r in results)
+    print(f"{'design':<{width}}  {'depth':>5}  {'states':>9}  {'sequences':>10}  "
+          f"{'seq/s':>7}  verdict")
+    for r in results:
+        j = r.to_json()
+        if r.violations:
+            verdict = ", ".join(f"{n} ({v['length']} op{'s' if v['length'] > 1 else ''})"
+                                for n, v in r.violations.items())
+        elif r.exhausted:
+            verdict = (f"no violation in any sequence: every reachable state explored "
+                       f"by depth {r.depth}")
+        else:
+            verdict = f"no violation up to depth {r.depth}"
+        print(f"{r.design:<{width}}  {r.depth:>5}  {r.states:>9,}  {r.sequences:>10,}  "
+              f"{j['sequences_per_s'] or 0:>7,.0f}  {verdict}"
+              + (f"  [{r.stopped}]" if r.stopped else ""))
+    for r in results:
+        for name, v in r.violations.items():
+            corpus = v["corpus"]
+            than = (f"; the shortest in corpora/regressions/: {corpus[1]} ops ({corpus[0]})"
+                    if corpus else "; none in corpora/regressions/")
+            print(f"\n{r.design} {name}: {v['length']} op{'s' if v['length'] > 1 else ''}, "
+                  f"{v['path']}{than}")
+            print("".join(f"  {line}\n" for line in v["trace"].splitlines()
+                          if not line.startswith("# ")), end="")
+    return doc["exit"]
+
+
+def _corpus_shortest(design: str, invariant: str):
+    """(file, ops) of the shortest regression trace of ``design`` whose expect line names
+    ``invariant`` (what rig minimize made of a fuzzer's finding), or None."""
+    from rig.trace import core as core_trace
+    from rig.trace.corpus import regressions
+    from rig.trace.format import load
+
+    best = None
+    for path in regressions():
+        if core_trace.is_core_trace(path.read_text(encoding="utf-8")):
+            continue
+        trace = load(str(path))
+        if trace.config.design == design and trace.expect is not None and \
+                trace.expect.invariant == invariant:
+            if best is None or len(trace.ops) < best[1]:
+                best = (f"regressions/{path.name}", len(trace.ops))
+    return best
+
+
+class _ExploreBar:
+    """The progress line on stderr: depth, states, states/s and the frontier."""
+
+    def __init__(self, design: str):
+        self.design = design
+        self.tty = sys.stderr.isatty()
+        self.last = -1.0
+
+    def show(self, result) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self.last < 10:
+            return
+        self.last = now
+        rate = result.sequences / result.seconds if result.seconds else 0
+        line = (f"rig explore {self.design}: depth {result.depth + 1}, "
+                f"{result.states:,} states, {rate:,.0f} sequences/s, frontier "
+                f"{result.frontier:,}, {result.seconds:.0f} s")
+        print(("\r" + line + "   ") if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty and self.last >= 0:
+            print(file=sys.stderr, flush=True)
+
+
 def _cmd_report(args) -> int:
     """One self-contained HTML page from the latest sweep, campaign and bug benchmark."""
     from rig.cli import htmlreport
@@ -478,6 +612,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
     _add_load(p)
     p.set_defaults(func=_cmd_designs)
+    from rig.drive.explore import WORLDS
+
+    p = _add_parser(
+        sub, "explore", "bounded exhaustive exploration of a small world: every op "
+        "sequence up to a depth, shortest counterexamples",
+        "Breadth first over every op of the world with every argument from a finite\n"
+        "alphabet (each block-aligned range each way, hot-plug and unplug, a generic\n"
+        "listener, device DMA and a guest write on each page), every fault at every\n"
+        "fault-site hit within the world's budget and, in the hotplug world, every\n"
+        "interleaving of a conversion into a replay; the oracle after every op, as in a\n"
+        "campaign.  Sequences that reach the same state (rig.check.statehash) are\n"
+        "expanded once.  Per design: the depth fully explored, the distinct states, and\n"
+        "no violation up to that depth or a shortest trace per broken invariant (written\n"
+        "to --out before it is printed).\n\nworlds:\n"
+        + "".join(f"  {w.name:<11}{w.doc}\n" for w in WORLDS.values()),
+        epilog=epilog([("rig explore --world tiny --design hardened --depth 4",
+                        "prove hardened clean on tiny to depth 4"),
+                       ("rig explore --world tiny --depth 3 --json",
+                        "every design, shortest counterexamples as JSON")],
+                      ok="no violation in any explored sequence",
+                      finding="a sequence broke an invariant (its trace is in --out)"))
+    p.add_argument("--world", default="tiny", metavar="WORLD",
+                   help=f"{one_of(WORLDS)}, or a trace file whose header is the world "
+                   "(default tiny)")
+    p.add_argument("--design", action="append", metavar="DESIGN",
+                   help=f"a design to explore (repeatable; default every design): "
+                   f"{one_of(designs)}; a mutant; or path/to/file.py:Class")
+    p.add_argument("--depth", type=int, default=3,
+                   help="the longest sequence explored (default 3)")
+    p.add_argument("--time", type=float, metavar="SECONDS",
+                   help="stop a design's search after this long, at the last whole depth")
+    p.add_argument("--max-states", type=int, metavar="N",
+                   help="stop a design's search once it has seen N distinct states, at the "
+                   "last whole depth (the memory bound)")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                   help="worker processes expanding the frontier (default every core)")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="write each design's search after every depth to DIR (and, with "
+                   "--resume, go on from there)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint's files where they exist")
+    p.add_argument("--out", default="corpora/crashes", metavar="DIR",
+                   help="where the shortest counterexamples are written (default "
+                   "corpora/crashes)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
+    _add_load(p)
+    p.set_defaults(func=_cmd_explore)
     from rig.drive.sweep import DISTS, PLANS, PROFILES, RECHECK_SHARE, SHAPES
 
     p = _add_parser(

@@ -551,6 +551,44 @@ def _fail_nth(spec: CellSpec, log) -> dict:
     return hunt.result()
 
 
+#: rig explore's engine: the world it searches and the deepest depth it goes to (the
+#: cap stops it sooner, at the last whole depth).
+EXPLORE_WORLD = "tiny"
+EXPLORE_DEPTH = 8
+
+
+def _explore(spec: CellSpec, log) -> dict:
+    """rig explore on the ``EXPLORE_WORLD`` world with the mutant as design, breadth
+    first until a kill or the cap: each violating sequence is judged as it is found
+    (a shortest one first), execs are sequences run.  Deterministic: one seed."""
+    from rig.check.session import run
+    from rig.drive import explore
+    from rig.drive.base import violation_signature
+    from rig.trace.format import Trace
+
+    hunt = Hunt(spec, log)
+    world = explore.WORLDS[EXPLORE_WORLD]
+    config = world.config.with_(design=spec.mutant)
+
+    def found(ops, result) -> bool:
+        hunt.execs = result.sequences
+        if hunt.over():
+            return True  # (the cap, met while judging: explore checks it between chunks)
+        ran = run(config, list(ops), backend())
+        signature = violation_signature(ran.outcome, ran.steps)
+        if hunt.judged(signature):
+            return False
+        return hunt.judge(signature, Trace(config, list(ops)), hunt.elapsed(),
+                          result.sequences)
+
+    result = explore.explore(world, spec.mutant, EXPLORE_DEPTH, time_s=spec.cap,
+                             backend=backend(), on_violation=found)
+    hunt.execs = result.sequences
+    hunt.note = (f"{EXPLORE_WORLD}: depth {result.depth} complete, {result.states:,} "
+                 f"states" + (f" ({result.stopped})" if result.stopped else ""))
+    return hunt.result()
+
+
 #: Every engine, in the order tables and plots list them.
 ENGINES: dict[str, Engine] = {e.name: e for e in (
     Engine("campaign", lambda spec, log: _campaign(spec, log, "fuzzer"), build="fuzzer",
@@ -565,6 +603,10 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
     Engine("swarm", _swarm,
            doc="seeded random inputs through the world harnesses' decoders, no coverage "
                "feedback: the baseline"),
+    Engine("explore", _explore, seeded=False,
+           doc=f"rig explore on the {EXPLORE_WORLD} world, breadth first, every fault at "
+               "every hit (at most one): shortest sequences first; deterministic: one "
+               "seed"),
     Engine("fail-nth", _fail_nth, seeded=False,
            doc="the fail_nth sweep of corpora/regressions/ and corpora/scenarios/ on both "
                "IOMMU backends; deterministic: one seed"),
