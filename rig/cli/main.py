@@ -231,7 +231,8 @@ def _cmd_explore(args) -> int:
             os.makedirs(args.out, exist_ok=True)
         for name, v in result.violations.items():
             digest = minimize.canonical_hash(parse(v["trace"], "<explore>"))[:8]
-            stem = f"explore-{os.path.basename(world.name)}-{design}-{name}-{digest}"
+            where = os.path.splitext(os.path.basename(world.name))[0]
+            stem = f"explore-{where}-{design}-{name}-{digest}"
             v["path"], _ = minimize.write_new(os.path.join(args.out, stem + ".trace"),
                                               v["trace"])
             v["corpus"] = _corpus_shortest(design, name)

@@ -125,3 +125,24 @@ def test_a_world_whose_frontier_runs_dry_is_exhausted():
     assert full.to_json()["exhausted"] is True
     capped = explore.explore(one, "hardened", full.depth - 1)
     assert not capped.exhausted and capped.frontier > 0
+
+
+def test_a_trace_header_is_a_world_and_a_core_mutant_is_caught_there(tmp_path):
+    """vfio-populate-no-rollback needs a map that fails half-way, which tiny (unlimited
+    RLIMIT_MEMLOCK) never makes: its corpus trace's header (one page of memlock) is the
+    world.  The core mutant runs in a `rig` process on its own core build."""
+    import subprocess
+    import sys
+
+    from rig.trace.corpus import root
+
+    header = root() / "mutants" / "vfio-populate-no-rollback.trace"
+    proc = subprocess.run([sys.executable, "-m", "rig.cli.main", "explore", "--world",
+                           str(header), "--design", "vfio-populate-no-rollback", "--depth",
+                           "2", "-j", "1", "--json", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    (row,) = json.loads(proc.stdout)["designs"]
+    assert "stale-mapping" in row["violations"], row["violations"]
+    assert row["violations"]["stale-mapping"]["length"] == 2
+    assert all(p.name.startswith("explore-vfio-populate-no-rollback-") for p in tmp_path.iterdir())
