@@ -65,7 +65,7 @@ class NotAMutant(Hardened):
     name = "bench-not-a-mutant"
 
 
-FAST = ("statemachine", "swarm", "fail-nth", "explore")
+FAST = ("statemachine", "swarm", "fail-nth")
 CAP = "3"
 
 
@@ -193,8 +193,8 @@ def test_the_json_rows_and_totals_hold_the_figures(fast_run):
         swarm = planted["swarm"]["time_s"]
         assert totals[engine]["swarm_ratio"] == pytest.approx(planted[engine]["time_s"] / swarm)
         assert totals[engine]["swarm_ratio_mutants"] == 1
-    assert doc["cells_run"] == 6 and doc["cells_before"] == 0
-    assert len(lines(tmp / "results.jsonl")) == 6
+    assert doc["cells_run"] == 2 * len(FAST) and doc["cells_before"] == 0
+    assert len(lines(tmp / "results.jsonl")) == 2 * len(FAST)
 
 
 def test_resume_runs_only_the_cells_not_in_the_results(fast_run, tmp_path):
@@ -205,9 +205,10 @@ def test_resume_runs_only_the_cells_not_in_the_results(fast_run, tmp_path):
     # The same command again: every cell is there, nothing runs, the file is untouched.
     proc = bench(tmp_path, "--json")
     doc = json.loads(proc.stdout)
-    assert (doc["cells_run"], doc["cells_before"]) == (0, 6), proc.stderr
+    cells = 2 * len(FAST)
+    assert (doc["cells_run"], doc["cells_before"]) == (0, cells), proc.stderr
     assert results.read_bytes() == before
-    assert "6 finished before" in proc.stderr and "0 to run" in proc.stderr
+    assert f"{cells} finished before" in proc.stderr and "0 to run" in proc.stderr
     assert not (tmp_path / "results-logs").exists()  # (no cell process was started)
     # Without the swarm line of the planted mutant, exactly that cell runs again.
     kept = [line for line in before.decode().splitlines()
@@ -215,12 +216,26 @@ def test_resume_runs_only_the_cells_not_in_the_results(fast_run, tmp_path):
     results.write_text("\n".join(kept) + "\n")
     proc = bench(tmp_path, "--json")
     doc = json.loads(proc.stdout)
-    assert (doc["cells_run"], doc["cells_before"]) == (1, 5), proc.stderr
+    assert (doc["cells_run"], doc["cells_before"]) == (1, cells - 1), proc.stderr
     again = lines(results)[-1]
     assert (again["mutant"], again["engine"], again["found"]) == (
         PlantedAttrNotRestored.name, "swarm", True)
     assert [p.name for p in (tmp_path / "results-logs").iterdir()] == [
         f"{PlantedAttrNotRestored.name}-swarm-seed1.log"]
+
+
+def test_the_explore_engine_kills_the_planted_mutant_with_a_shortest_trace(tmp_path):
+    """explore stops at its first kill (about a second here), but judging it minimizes
+    and replays on the base in a fresh process: its own cell, with a cap that a loaded
+    machine cannot miss (the fast engines' 3 s could)."""
+    proc = bench(tmp_path, "--json", mutants=(PLANTED,), engines=("explore",), cap="60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (cell,) = json.loads(proc.stdout)["cells"]
+    assert cell["found"] is True and cell["error"] is None, cell
+    assert cell["trace_ops"] == 2 and cell["execs"] >= 1
+    assert "tiny: depth 1 complete" in cell["note"], cell["note"]
+    replay = rig("replay", "--quiet", "--load", PLANTED, str(tmp_path / cell["trace"]))
+    assert replay.returncode == 0 and "violation" in replay.stdout, replay.stdout
 
 
 def test_the_text_and_markdown_tables(fast_run, tmp_path):
