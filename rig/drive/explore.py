@@ -237,14 +237,15 @@ class Result:
         return out
 
 
-def _trace_text(config: WorldConfig, ops, outcome_probe: Probe, world: str, depth: int) -> str:
-    from rig.trace.format import Trace, serialize
+def _trace_text(config: WorldConfig, ops, invariant: str, world: str, backend: str) -> str:
+    """The counterexample as a trace file, its expect line from a run of it."""
     from rig.check.session import run
+    from rig.trace.format import Trace, serialize
 
-    result = run(config, list(ops))
+    result = run(config, list(ops), backend)
     trace = Trace(config, list(ops), Expect.of(result.outcome),
-                  [f"found by rig explore --world {world} at depth {depth}: a shortest "
-                   f"sequence breaking {outcome_probe.invariant} (breadth first)"])
+                  [f"found by rig explore --world {world} at depth {len(ops)}: a shortest "
+                   f"sequence breaking {invariant} (breadth first)"])
     return serialize(trace)
 
 
@@ -332,8 +333,7 @@ def explore(world: ExploreWorld, design: str, depth_max: int, *, jobs: int = 1,
     result.seconds = time.monotonic() - started
     result.frontier = len(frontier)
     for name, v in result.violations.items():
-        v["trace"] = _trace_text(config, v["ops"], Probe(v["ops"], 0, 0, invariant=name),
-                                 world.name, v["length"])
+        v["trace"] = _trace_text(config, v["ops"], name, world.name, backend)
         v["ops"] = len(v["ops"])
     return result
 
