@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from rig.core import load_backend
+from rig.world import designs
 
 # CI: hypothesis' derandomized "ci" profile, extended, so CI runs are reproducible and
 # have no deadline.  Loaded when CI=true, and named by ci/test (--hypothesis-profile)
@@ -39,3 +40,14 @@ def core(request):
 @pytest.fixture
 def backend_name(core):
     return core.name
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The design registry, restored after the test (loading registers for good)."""
+    saved = [dict(d) for d in (designs.DESIGNS, designs.SOURCES, designs._LOADED)]
+    monkeypatch.setenv(designs.ENV, "")
+    yield designs
+    for live, copy in zip((designs.DESIGNS, designs.SOURCES, designs._LOADED), saved):
+        live.clear()
+        live.update(copy)

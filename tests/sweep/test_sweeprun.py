@@ -19,7 +19,6 @@ import pytest
 from rig.drive import sweeprun
 from rig.drive.sweep import cells, run_cell
 from rig.errors import UsageError
-from rig.world import designs
 
 BACKEND = "pure" if os.environ.get("RIG_PUREPYTHON", "") not in ("", "0") else "cy"
 SOCKETSERVER = Path(__import__("execnet").__file__).parent / "script" / "socketserver.py"
@@ -80,17 +79,6 @@ class HashSeeded(Hardened):
 
 def tiny(design="hardened", plans=("map", "none")):
     return cells("quick", designs=[design], shapes=["small"], plans=list(plans))
-
-
-@pytest.fixture
-def registry(monkeypatch):
-    """The design registry, restored after the test (loading registers for good)."""
-    saved = [dict(d) for d in (designs.DESIGNS, designs.SOURCES, designs._LOADED)]
-    monkeypatch.setenv(designs.ENV, "")
-    yield designs
-    for live, copy in zip((designs.DESIGNS, designs.SOURCES, designs._LOADED), saved):
-        live.clear()
-        live.update(copy)
 
 
 @pytest.fixture

@@ -63,17 +63,6 @@ QEMU_REGRESSIONS = [p for p in regressions() if "-qemu-10.1-" in p.name]
 
 
 @pytest.fixture
-def registry(monkeypatch):
-    """The design registry, restored after the test (loading registers for good)."""
-    saved = [dict(d) for d in (designs.DESIGNS, designs.SOURCES, designs._LOADED)]
-    monkeypatch.setenv(designs.ENV, "")
-    yield designs
-    for live, copy in zip((designs.DESIGNS, designs.SOURCES, designs._LOADED), saved):
-        live.clear()
-        live.update(copy)
-
-
-@pytest.fixture
 def design_file(tmp_path):
     path = tmp_path / "mydesign.py"
     path.write_text(MY_DESIGN)
