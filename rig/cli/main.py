@@ -78,6 +78,20 @@ def _cmd_designs(args) -> int:
     return EXIT_OK
 
 
+#: --backend of the commands that run a design's core in this process or its children:
+#: by default the core this process runs, so that a core mutant under RIG_PUREPYTHON=1
+#: runs on the twin's mutant (naming cy would import the Cython core, whose mutant
+#: needs its own build).
+PROCESS_BACKEND_HELP = ("core backend: cy (the Cython core) or pure (its pure-Python twin); "
+                        "default: the one this process runs (pure under RIG_PUREPYTHON=1)")
+
+
+def _process_backend(args) -> str:
+    import rig.core
+
+    return args.backend or rig.core.BACKEND
+
+
 def _cmd_sweep(args) -> int:
     """The sweep's cells through pytest-xdist, then the verdict matrix."""
     import json
@@ -107,7 +121,7 @@ def _cmd_sweep(args) -> int:
     out = Path(args.out)
     bar = _SweepBar(len(specs), args.profile)
     result = sweeprun.run_sweep(specs, out, jobs=args.jobs, dist=args.dist, tx=args.tx,
-                                recheck=args.recheck, backend=args.backend,
+                                recheck=args.recheck, backend=_process_backend(args),
                                 progress=bar.show, load=load)
     bar.done()
     grid = matrix.aggregate(result["cells"])
@@ -220,7 +234,7 @@ def _cmd_explore(args) -> int:
         try:
             result = explore.explore(world, design, args.depth, jobs=args.jobs,
                                      max_states=args.max_states, time_s=args.time,
-                                     backend=args.backend, checkpoint=checkpoint,
+                                     backend=_process_backend(args), checkpoint=checkpoint,
                                      resume=args.resume, progress=bar and bar.show)
         except ValueError as exc:  # (a checkpoint of another world or design)
             raise UsageError(str(exc)) from None
@@ -658,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the shortest counterexamples are written (default "
                    "corpora/crashes)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
+    p.add_argument("--backend", choices=BACKENDS, help=PROCESS_BACKEND_HELP)
     _add_load(p)
     p.set_defaults(func=_cmd_explore)
     from rig.drive.sweep import DISTS, PLANS, PROFILES, RECHECK_SHARE, SHAPES
@@ -718,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the matrix as a markdown table (links relative to --out)")
     p.add_argument("--json", action="store_true",
                    help="print sweep.json's document instead of the table")
-    p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
+    p.add_argument("--backend", choices=BACKENDS, help=PROCESS_BACKEND_HELP)
     p.add_argument("--coverage", action="store_true",
                    help="also print, per fault site, how often the sweep reached and fired it")
     _add_load(p)
