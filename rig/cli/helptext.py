@@ -74,9 +74,3 @@ def harness_names() -> list[str]:
     from rig.drive.harnesses import HARNESSES
 
     return list(HARNESSES)
-
-
-def scenario_names() -> list[str]:
-    from rig.trace.corpus import scenarios
-
-    return list(scenarios())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import rig
 from rig.cli.helptext import (BACKEND_HELP, BACKENDS, IOMMUS, Formatter, design_names,
-                              epilog, harness_names, listed, one_of, scenario_names)
+                              epilog, harness_names, one_of)
 from rig.errors import (EXIT_FINDING, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
                         UsageError)
 

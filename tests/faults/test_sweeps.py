@@ -141,7 +141,6 @@ def test_sweep_refuses_bad_flags_in_one_line(argv, message, tmp_path, capsys):
 
 from rig.drive.sweep import (PLANS, PROFILES, SHAPES, CellSpec, cells, corpus_traces,  # noqa: E402
                              fail_nth_sweep, run_cell, shape_of, swarm_trace)
-from rig.world.faults import SITES  # noqa: E402
 
 
 def test_cells_are_the_product_in_one_order_without_limit_on_iommufd():
