@@ -171,13 +171,30 @@ def _cmd_sweep(args) -> int:
     return code
 
 
-class _SweepBar:
-    """The progress bar on stderr while the cells run: redrawn in place on a terminal,
-    a line per tenth otherwise (a CI log)."""
+class _StatusLine:
+    """A progress line on stderr: redrawn in place on a terminal, one line per update
+    otherwise (a CI log; the subclass decides how often it updates there)."""
+
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.drawn = False
+
+    def emit(self, line: str) -> None:
+        self.drawn = True
+        print(("\r" + line + "   ") if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty and self.drawn:
+            print(file=sys.stderr, flush=True)
+
+
+class _SweepBar(_StatusLine):
+    """rig sweep's bar while the cells run; in a log, a line per tenth."""
 
     def __init__(self, total: int, profile: str):
+        super().__init__()
         self.total, self.profile = total, profile
-        self.tty = sys.stderr.isatty()
         self.shown = -1
         self.started = time.monotonic()
 
@@ -188,14 +205,8 @@ class _SweepBar:
         self.shown = tenth
         width = 30
         filled = done * width // max(total, 1)
-        line = (f"rig sweep [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                f"({errors} errors) {time.monotonic() - self.started:.0f} s")
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n",
-              file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.tty and self.shown >= 0:
-            print(file=sys.stderr, flush=True)
+        self.emit(f"rig sweep [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                  f"({errors} errors) {time.monotonic() - self.started:.0f} s")
 
 
 def _cmd_explore(args) -> int:
@@ -308,12 +319,13 @@ def _corpus_shortest(design: str, invariant: str):
     return best
 
 
-class _ExploreBar:
-    """The progress line on stderr: depth, states, states/s and the frontier."""
+class _ExploreBar(_StatusLine):
+    """rig explore's line: depth, states, sequences/s and the frontier; in a log, one
+    every 10 s."""
 
     def __init__(self, design: str):
+        super().__init__()
         self.design = design
-        self.tty = sys.stderr.isatty()
         self.last = -1.0
 
     def show(self, result) -> None:
@@ -322,15 +334,9 @@ class _ExploreBar:
             return
         self.last = now
         rate = result.sequences / result.seconds if result.seconds else 0
-        line = (f"rig explore {self.design}: depth {result.depth + 1}, "
-                f"{result.states:,} states, {rate:,.0f} sequences/s, frontier "
-                f"{result.frontier:,}, {result.seconds:.0f} s")
-        print(("\r" + line + "   ") if self.tty else line, end="" if self.tty else "\n",
-              file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.tty and self.last >= 0:
-            print(file=sys.stderr, flush=True)
+        self.emit(f"rig explore {self.design}: depth {result.depth + 1}, "
+                  f"{result.states:,} states, {rate:,.0f} sequences/s, frontier "
+                  f"{result.frontier:,}, {result.seconds:.0f} s")
 
 
 def _cmd_report(args) -> int:
