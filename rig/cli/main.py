@@ -78,6 +78,13 @@ def _cmd_designs(args) -> int:
     return EXIT_OK
 
 
+def _cmd_port_doc(args) -> int:
+    """docs/porting.md, generated (rig.cli.porting)."""
+    from rig.cli import porting
+
+    return porting.main(args)
+
+
 #: --backend of the commands that run a design's core in this process or its children:
 #: by default the core this process runs, so that a core mutant under RIG_PUREPYTHON=1
 #: runs on the twin's mutant (naming cy would import the Cython core, whose mutant
@@ -633,6 +640,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="cy", help=BACKEND_HELP)
     _add_load(p)
     p.set_defaults(func=_cmd_designs)
+    p = _add_parser(
+        sub, "port-doc", "docs/porting.md: each hardening of hardened over qemu-10.1 as a "
+        "QEMU change, generated",
+        "For every difference between the hardened and qemu-10.1 designs (their class\n"
+        "attributes and the code only hardened has): what changes in QEMU, why (the bug\n"
+        "and the invariants it breaks), the QEMU function it touches, and the regression\n"
+        "trace that shows it, replayed on both designs as the document is written.  Then\n"
+        "what the C port (rig/port/ram-block-attributes.c) carries and, with --qemu-src,\n"
+        "the unified diff of the tree's system/ram-block-attributes.c against it.",
+        epilog=epilog([("rig port-doc", "regenerate docs/porting.md"),
+                       ("rig port-doc --qemu-src ~/src/qemu -o /tmp/porting.md",
+                        "the document with the diff against a QEMU tree appended")],
+                      ok="written, or with --check: the file is current"))
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write it (default docs/porting.md; - for stdout); "
+                   "required with --qemu-src, since the committed file has no QEMU code")
+    p.add_argument("--qemu-src", metavar="DIR",
+                   help="a QEMU tree: append the diff of its system/ram-block-attributes.c "
+                   "against the port")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing: exit 1 with one line if the file is not what this "
+                   "command would write")
+    p.set_defaults(func=_cmd_port_doc)
     from rig.drive.explore import WORLDS
 
     p = _add_parser(
