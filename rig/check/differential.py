@@ -34,7 +34,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from rig.core import load_backend
+from rig.core import BACKEND, load_backend
 from rig.core.types import MemoryRegionSection
 from rig.errors import EBUSY, EFAULT, EIO, ENOMEM, ENOSPC, EPERM, ERRNO_NAMES
 from rig.check.model import ModelIommu, ModelRamBlockAttributes, ModelVfioListener
@@ -195,8 +195,17 @@ class _ModelBitmap:
         return sorted(self.bits)
 
 
+#: Managers beyond the core backends and the model, by implementation name:
+#: ``name -> factory(cfg) -> (manager, listener base class)``, the manager with the core's
+#: RamBlockAttributes API.  rig.drive.portcheck adds the C under test (a QEMU tree's state
+#: manager or rig/port's, through ctypes); such a system's VFIO listeners, containers and
+#: standalone bitmap are the process core's, which port-check's op streams leave alone.
+MANAGERS: dict = {}
+
+
 class _System:
-    """One copy of the system, on one implementation ("cy", "pure" or "model")."""
+    """One copy of the system, on one implementation ("cy", "pure", "model", or a name
+    in ``MANAGERS``)."""
 
     def __init__(self, impl: str, cfg: CoreConfig):
         self.impl = impl
@@ -220,9 +229,13 @@ class _System:
             }
             self.bitmap = _ModelBitmap(BITMAP_BITS)
         else:
-            b = load_backend(impl)
-            self.rba = b.RamBlockAttributes(region, cfg.block_size, cfg.rollback)
-            recorder = _recorder_class(b.RamDiscardListener)
+            b = load_backend(impl if impl in ("cy", "pure") else BACKEND)
+            if impl in MANAGERS:
+                self.rba, base = MANAGERS[impl](cfg)
+            else:
+                self.rba = b.RamBlockAttributes(region, cfg.block_size, cfg.rollback)
+                base = b.RamDiscardListener
+            recorder = _recorder_class(base)
             if cfg.iommu == "type1":
                 self.container = b.VfioType1Container(cfg.dma_entry_limit)
             else:

@@ -307,6 +307,164 @@ def _cmd_explore(args) -> int:
     return doc["exit"]
 
 
+def _cmd_port_check(args) -> int:
+    """Differential test of real C (a QEMU tree's state manager, or rig/port's hardened
+    port) against the rig's core."""
+    import json
+
+    from rig.drive import portbuild, portcheck
+    from rig.trace.format import TraceError
+    from rig.world.designs import design_class
+    from rig.world.designs import resolve as resolve_design
+
+    if bool(args.qemu_src) == bool(args.builtin):
+        raise UsageError("give --qemu-src DIR (a QEMU tree) or --builtin (rig/port's port), "
+                         "not both and not neither")
+    for name in ("streams", "jobs"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name}: must be >= 1, not {getattr(args, name)}")
+    if args.world_streams < 0:
+        raise UsageError(f"--world-streams: must be >= 0, not {args.world_streams}")
+    sources = portbuild.builtin_sources() if args.builtin else \
+        portbuild.find_sources(args.qemu_src)
+    if args.against:
+        design = resolve_design(args.against)
+        policy = design_class(design).rollback
+        decided_by = "design"
+    else:
+        design = {"10.1": "qemu-10.1", "hardened": "hardened"}.get(sources.flavour)
+        policy = portbuild.POLICY[sources.flavour]
+        decided_by = "design" if sources.flavour == "hardened" else "upstream"
+    library = portbuild.build(sources)
+    where = "rig/port (the hardened port)" if args.builtin else \
+        f"{args.qemu_src} (QEMU {sources.version or '?'})"
+    target = (f"{where}: {', '.join(sorted(p.name for p in sources.files))}, the {sources.flavour} layout, "
+              f"against the rig's core ({portcheck.BACKEND}) with rollback={policy}"
+              + (f" (design {design})" if design else ""))
+    header = [f"port-check: {where}, the {sources.flavour} layout, rollback={policy}"
+              + (f" (design {design})" if design else ""),
+              "replay both sides: rig port-check "
+              + ("--builtin" if args.builtin else "--qemu-src DIR")
+              + (f" --against {args.against}" if args.against else "") + " --replay FILE"]
+    if args.replay:
+        try:
+            result = portcheck.replay(library, args.replay)
+        except (OSError, TraceError) as exc:
+            raise UsageError(f"{args.replay}: {exc}") from None
+        if result.kind == "ok":
+            print(f"{args.replay}: the C and the rig agree on all {result.ops} ops")
+            return EXIT_OK
+        print(f"{args.replay}: {result.kind} {result.what or ''} at op {result.op_index}"
+              f"\n{result.message}")
+        return EXIT_FINDING
+    bar = _PortBar(args.streams) if not args.json else None
+    results = portcheck.run_streams(library, args.seed, policy, args.streams, args.jobs,
+                                    progress=bar and bar.show)
+    if bar:
+        bar.done()
+    divergences = portcheck.classify(results)
+    probe = portcheck.Probe(library) if divergences else None
+    label = "builtin" if args.builtin else sources.flavour
+    for d in divergences:
+        portcheck.minimize_class(probe, d, args.seed, policy)
+        # Nothing found is lost: the reproducer is on disk before it is printed.
+        d.path = portcheck.write_reproducer(d, header, args.out, label)
+    world = None
+    if args.builtin and args.world_streams:
+        # The rest of hardened's proof (KVM attribute restore, the retry bounds): the C
+        # port of kvm_convert_memory over the C state manager, against the Hardened
+        # design on a World.
+        from rig.drive import portworld
+
+        world_library = str(portworld.build())
+        bar = _PortBar(args.world_streams, "conversion streams") if not args.json else None
+        wresults = portcheck.run_streams(world_library, args.seed, policy, args.world_streams,
+                                         args.jobs, progress=bar and bar.show, mode="world")
+        if bar:
+            bar.done()
+        wdiv = portcheck.classify(wresults)
+        for d in wdiv:
+            d.minimized_result = wresults[d.streams[0]]
+            d.path = portcheck.world_reproducer(d, args.seed, args.out)
+        world = portcheck.WorldReport(
+            len(wresults), sum(r.ops for r in wresults),
+            tuple(sum(r.give_ups[i] for r in wresults) for i in (0, 1)), wdiv)
+    report = portcheck.Report(
+        target, sources.flavour, policy, design, decided_by, args.seed, len(results),
+        sum(r.ops for r in results), sum(r.exits for r in results),
+        sum(1 for r in results if r.exits), divergences, world)
+    found = bool(divergences or (world and world.divergences))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+        return EXIT_FINDING if found else EXIT_OK
+    print(f"rig port-check: {target}")
+    print(f"{report.streams:,} streams (seed {args.seed}), {report.ops:,} ops compared: "
+          + ("the C and the rig agree on every op" if not divergences else
+             f"{len(divergences)} divergence class{'es' if len(divergences) > 1 else ''}"))
+    if report.exits:
+        print(f"the C called exit() {report.exits:,} times in {report.exit_streams:,} streams "
+              "(recorded by the stub, not fatal: QEMU would have exited there)")
+    for n, d in enumerate(divergences, 1):
+        r = d.minimized_result
+        print(f"\n{n}. {d.signature}: {len(d.streams):,} stream"
+              f"{'s' if len(d.streams) > 1 else ''} (first: {d.streams[0]})")
+        if decided_by == "design":
+            print(f"   decided by the design: the C under test must behave as "
+                  f"{design or 'rollback=' + policy} does")
+        elif d.kind == "mismatch":
+            print("   decided by upstream: the C is QEMU's own code, so the rig's model of it "
+                  f"(rollback={policy}) must follow it")
+        else:
+            print("   decided by upstream: QEMU's own code fails here where the rig's model "
+                  "does not: a QEMU bug if its callers can get here, else a case outside "
+                  "their contract")
+        print(f"   surfaced in: {', '.join(d.surfaced) or '?'}"
+              + (f"; the reproducer's last op is in {portcheck.C_FUNCTIONS[r.op]}"
+                 if r.op in portcheck.C_FUNCTIONS else ""))
+        print(f"   minimized from {d.original_ops} to {len(d.minimized.ops)} ops "
+              f"({d.runs} runs): {d.path}")
+        for op in d.minimized.ops:
+            print(f"     {portcheck.format_core_op(op)}")
+        for line in r.message.splitlines()[:10]:
+            print(f"   {line}")
+    if world is not None:
+        print(f"\nkvm_convert_memory (rig/port/kvm/) over the C state manager, against the "
+              f"hardened design on a World: {world.streams:,} conversion streams, "
+              f"{world.ops:,} ops compared: "
+              + ("the C and the rig agree on every op" if not world.divergences else
+                 f"{len(world.divergences)} divergence class"
+                 f"{'es' if len(world.divergences) > 1 else ''}")
+              + f"; steps given up past the retry bound: {world.give_ups[0]:,} on the "
+              f"World, {world.give_ups[1]:,} in the C")
+        for n, d in enumerate(world.divergences, 1):
+            print(f"\n{n}. {d.signature}: {len(d.streams):,} stream"
+                  f"{'s' if len(d.streams) > 1 else ''} (first: {d.streams[0]}): {d.path}")
+            for line in d.minimized_result.message.splitlines()[:10]:
+                print(f"   {line}")
+    return EXIT_FINDING if found else EXIT_OK
+
+
+class _PortBar(_StatusLine):
+    """rig port-check's bar; in a log, a line per tenth."""
+
+    def __init__(self, total: int, what: str = "streams"):
+        super().__init__()
+        self.shown = -1
+        self.what = what
+        self.started = time.monotonic()
+
+    def show(self, done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if not self.tty and tenth == self.shown:
+            return
+        if self.tty and done % 50 and done != total:
+            return
+        self.shown = tenth
+        filled = done * 30 // max(total, 1)
+        self.emit(f"rig port-check [{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,} "
+                  f"{self.what} {time.monotonic() - self.started:.0f} s")
+
+
 def _corpus_shortest(design: str, invariant: str):
     """(file, ops) of the shortest regression trace of ``design`` whose expect line names
     ``invariant`` (what rig minimize made of a fuzzer's finding), or None."""
@@ -773,6 +931,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print, per fault site, how often the sweep reached and fired it")
     _add_load(p)
     p.set_defaults(func=_cmd_sweep)
+    from rig.drive.portcheck import STREAMS_DEFAULT, WORLD_STREAMS_DEFAULT
+
+    p = _add_parser(
+        sub, "port-check", "differential test of real C against the rig: a QEMU tree's "
+        "state manager, or the rig's hardened port",
+        "Builds system/ram-block-attributes.c (and the 2026 system/ram-discard-manager.c\n"
+        "where the tree has it) unchanged against the rig's QEMU stub layer, or with\n"
+        "--builtin the rig's hardened port (rig/port/), and drives the same seeded op\n"
+        "streams through the C and through the rig's core with the matching rollback\n"
+        "policy (10.1: none, 2026: sources, the port: full; --against DESIGN: that\n"
+        "design's): 1-3 listeners on their own sections, aligned and unaligned\n"
+        "conversions and mixtures, failing listeners and replays, and register,\n"
+        "unregister and conversions nested inside callbacks.  After every op the return\n"
+        "code, the bitmap, the listener list and each listener's ordered notification log\n"
+        "must agree.  The C runs in worker processes: a crash or a hang is a divergence.\n"
+        "Each divergence class is minimized and written to --out as a core trace.\n"
+        "The build is cached by the files' hash ($RIG_PORT_CACHE, default\n"
+        "~/.cache/gmem-rig/port).",
+        epilog=epilog([("rig port-check --builtin", "the hardened port against hardened "
+                        f"({STREAMS_DEFAULT:,} streams)"),
+                       ("rig port-check --qemu-src ~/qemu --against hardened",
+                        "prove a patched QEMU tree behaves as the design it was fuzzed as"),
+                       ("rig port-check --qemu-src ~/qemu --replay corpora/crashes/port-*.trace",
+                        "one reproducer through both sides")],
+                      ok="the C and the rig agree on every op of every stream",
+                      finding="a divergence (each class's reproducer is in --out)"))
+    p.add_argument("--qemu-src", metavar="DIR", help="a QEMU source tree (10.1 or later)")
+    p.add_argument("--builtin", action="store_true",
+                   help="the rig's own hardened port in rig/port/ (what CI checks)")
+    p.add_argument("--against", metavar="DESIGN",
+                   help=f"compare with this design's rollback policy: {one_of(designs)}")
+    p.add_argument("--streams", type=int, default=STREAMS_DEFAULT,
+                   help=f"op streams to run (default {STREAMS_DEFAULT:,})")
+    p.add_argument("--world-streams", type=int, default=WORLD_STREAMS_DEFAULT, metavar="N",
+                   help="with --builtin: conversion streams through the C port of "
+                   "kvm_convert_memory against the hardened design on a World (default "
+                   f"{WORLD_STREAMS_DEFAULT:,}; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the streams (default 0)")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (default every core)")
+    p.add_argument("--out", default="corpora/crashes", metavar="DIR",
+                   help="where each divergence's reproducer is written (default "
+                   "corpora/crashes)")
+    p.add_argument("--replay", metavar="TRACE",
+                   help="run one core trace through both sides instead of the streams")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=_cmd_port_check)
     from rig.cli import htmlreport
     from rig.cli.bench import BUGS_RESULTS
 
