@@ -805,8 +805,10 @@ def build_parser() -> argparse.ArgumentParser:
         "attributes and the code only hardened has): what changes in QEMU, why (the bug\n"
         "and the invariants it breaks), the QEMU function it touches, and the regression\n"
         "trace that shows it, replayed on both designs as the document is written.  Then\n"
-        "what the C port (rig/port/ram-block-attributes.c) carries and, with --qemu-src,\n"
-        "the unified diff of the tree's system/ram-block-attributes.c against it.",
+        "what the C ports carry (rig/port/ram-block-attributes.c, the state manager;\n"
+        "rig/port/kvm/kvm-convert-memory.c, kvm_convert_memory) and, with --qemu-src, the\n"
+        "unified diffs of the tree's system/ram-block-attributes.c and of its\n"
+        "kvm_convert_memory() (accel/kvm/kvm-all.c) against them.",
         epilog=epilog([("rig port-doc", "regenerate docs/porting.md"),
                        ("rig port-doc --qemu-src ~/src/qemu -o /tmp/porting.md",
                         "the document with the diff against a QEMU tree appended")],
@@ -815,8 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write it (default docs/porting.md; - for stdout); "
                    "required with --qemu-src, since the committed file has no QEMU code")
     p.add_argument("--qemu-src", metavar="DIR",
-                   help="a QEMU tree: append the diff of its system/ram-block-attributes.c "
-                   "against the port")
+                   help="a QEMU tree: append the diffs of its system/ram-block-attributes.c "
+                   "and kvm_convert_memory() against the ports")
     p.add_argument("--check", action="store_true",
                    help="write nothing: exit 1 with one line if the file is not what this "
                    "command would write")

@@ -13,11 +13,17 @@ describes:
 - every regression trace it cites is replayed on both designs (and, where one exists, on
   the world mutant that removes just that hardening) each time the document is written,
   and the document states the outcomes it saw, not the ones it expected;
-- what the C port carries is read from rig/port/ram-block-attributes.c itself: each
-  ``Hardening:`` comment and the function it is in.
+- what the C port carries is read from its two files themselves (``PORT_FILES``: the
+  state manager, rig/port/ram-block-attributes.c, and the hardened kvm_convert_memory(),
+  rig/port/kvm/kvm-convert-memory.c): each ``Hardening:`` comment and the function it is
+  in.  A hardening says which of the two carries it and in which functions
+  (``Hardening.port``, ``Hardening.carried_in``); ``port_problems`` refuses a claim whose
+  function has no ``Hardening:`` comment in that file, so the "carried by" column cannot
+  name a file that does not carry it.
 
 ``--qemu-src DIR`` appends a unified diff of DIR's system/ram-block-attributes.c against the
-port.  The committed document is written without it: QEMU's code is never committed.
+port, and one of DIR's kvm_convert_memory() (accel/kvm/kvm-all.c) against the port's.  The
+committed document is written without them: QEMU's code is never committed.
 """
 
 from __future__ import annotations
@@ -36,10 +42,21 @@ TARGET = "hardened"
 #: Where the document goes by default (relative to the working directory, as the other
 #: commands' outputs; CI runs from the checkout's root).
 DEFAULT_OUT = "docs/porting.md"
-#: The C port, in the package.
-PORT = Path(__file__).resolve().parents[1] / "port" / "ram-block-attributes.c"
-#: The upstream file the port replaces, inside a QEMU tree.
+#: The C port's folder, in the package.
+PORT_DIR = Path(__file__).resolve().parents[1] / "port"
+#: The port's files, relative to PORT_DIR: the hardened state manager, and the hardened
+#: kvm_convert_memory() that runs on top of it.
+RBA_PORT = "ram-block-attributes.c"
+KVM_PORT = "kvm/kvm-convert-memory.c"
+PORT_FILES = (RBA_PORT, KVM_PORT)
+#: The state manager port (the file ``--qemu-src`` diffs whole).
+PORT = PORT_DIR / RBA_PORT
+#: The upstream file the state manager port replaces, inside a QEMU tree.
 UPSTREAM_FILE = "system/ram-block-attributes.c"
+#: The upstream file that holds kvm_convert_memory(), and the function, which
+#: ``--qemu-src`` diffs against the one of ``KVM_PORT``.
+UPSTREAM_KVM_FILE = "accel/kvm/kvm-all.c"
+KVM_FUNCTION = "kvm_convert_memory"
 #: Class attributes that name a design rather than describe its behaviour.
 IDENTITY = ("name", "id")
 #: A class attribute one of the designs does not have.
@@ -69,7 +86,13 @@ class Hardening:
     why: str
     invariants: tuple[str, ...]   # rig.check.oracle invariant names the bug breaks
     touches: tuple[str, ...]      # "file: function()" in QEMU's tree
-    in_port: bool                 # carried by rig/port/ram-block-attributes.c
+    #: The port file that carries it (a key of ``PORT_FILES``), or None: a QEMU change
+    #: described in prose only.
+    port: str | None
+    #: The functions (or macros) of ``port`` whose ``Hardening:`` comments carry it.
+    carried_in: tuple[str, ...] = ()
+    #: What stays a QEMU change and where; empty only when ``port`` carries all of it.
+    remains: str = ""
     cites: tuple[Citation, ...] = ()
     #: Said plainly when no committed regression trace shows the hardening.
     no_trace: str = ""
@@ -101,8 +124,10 @@ ATTRIBUTES: dict[str, Hardening] = {
         (f"{_RBA}: ram_block_attributes_notify_populate()",
          f"{_RBA}: ram_block_attributes_state_change()",
          f"{_RBA}: ram_block_attributes_rdm_unregister_listener()"),
-        True,
-        (Citation("regressions/shared-unmapped-qemu-10.1-a0658dea.trace"),),
+        RBA_PORT,
+        carried_in=("ram_block_attributes_notify_populate", "ram_block_attributes_state_change",
+                    "ram_block_attributes_rdm_unregister_listener"),
+        cites=(Citation("regressions/shared-unmapped-qemu-10.1-a0658dea.trace"),),
         core_mutants=("rollback-wrong-section", "rollback-forgets-failing-bit"),
     ),
     "atomic": Hardening(
@@ -117,8 +142,10 @@ ATTRIBUTES: dict[str, Hardening] = {
         "state_change, and nothing is undone.",
         ("atomic-failure", "attr-agree"),
         (f"{_KVM}: kvm_convert_memory()",),
-        False,
-        (Citation("regressions/shared-unmapped-qemu-10.1-f915fd5f.trace"),),
+        KVM_PORT,
+        carried_in=("kvm_convert_memory", "kvm_convert_memory_find_pieces",
+                    "kvm_convert_memory_discard_new_bits", "kvm_convert_memory_discard_holes"),
+        cites=(Citation("regressions/shared-unmapped-qemu-10.1-f915fd5f.trace"),),
     ),
     "stops_vm": Hardening(
         "No VM stop for a recoverable conversion error",
@@ -130,9 +157,13 @@ ATTRIBUTES: dict[str, Hardening] = {
         "sees a failed conversion and a world exactly as before it.",
         (),
         (f"{_KVM}: kvm_cpu_exec(), case KVM_EXIT_MEMORY_FAULT",),
-        False,
-        (Citation("regressions/shared-unmapped-qemu-10.1-a0658dea.trace",
-                  note="the VM stop is part of qemu-10.1's outcome"),),
+        None,
+        remains="in the KVM_EXIT_MEMORY_FAULT case of kvm_cpu_exec() "
+        f"(`{_KVM}`), kvm_convert_memory()'s caller, which the port does not carry (its "
+        "header comment says so); the port's kvm_convert_memory() leaves nothing to stop "
+        "the VM for",
+        cites=(Citation("regressions/shared-unmapped-qemu-10.1-a0658dea.trace",
+                        note="the VM stop is part of qemu-10.1's outcome"),),
     ),
     "budget_check": Hardening(
         "Refuse a device that could run out of DMA mappings",
@@ -143,9 +174,11 @@ ATTRIBUTES: dict[str, Hardening] = {
         "-ENOSPC (on QEMU 10.1, stopping the VM).",
         ("mapping-exhaustion", "shared-unmapped"),
         (f"{_VFIO}: vfio_ram_discard_register_listener()",),
-        False,
-        (Citation("mutants/limit-warn-only.trace", mutant="limit-warn-only",
-                  note="the kill trace of the mutant that only warns"),),
+        None,
+        remains=f"the dma_max_mappings check in `{_VFIO}`, which neither "
+        "port file touches",
+        cites=(Citation("mutants/limit-warn-only.trace", mutant="limit-warn-only",
+                        note="the kill trace of the mutant that only warns"),),
         no_trace="No trace in corpora/regressions/ shows it; the mutant's kill trace below "
         "does.",
     ),
@@ -160,11 +193,14 @@ ATTRIBUTES: dict[str, Hardening] = {
         (f"{_KVM}: kvm_convert_memory()",
          f"{_RBA}: ram_block_attributes_rdm_register_listener()",
          f"{_VFIO}: vfio_listener_region_add()"),
-        False,
-        (Citation("regressions/shared-unmapped-rdm-rollback-a42c9ea7.trace"),
-         Citation("mutants/register-race.trace", bug_on_base=False, mutant="register-race",
-                  note="the kill trace of the mutant that lets the conversion land between "
-                  "the replay and the insertion")),
+        None,
+        remains="the lock, taken by kvm_convert_memory() and around a "
+        f"device's registration in `{_VFIO}`; neither port file takes one",
+        cites=(Citation("regressions/shared-unmapped-rdm-rollback-a42c9ea7.trace"),
+               Citation("mutants/register-race.trace", bug_on_base=False,
+                        mutant="register-race",
+                        note="the kill trace of the mutant that lets the conversion land "
+                        "between the replay and the insertion")),
     ),
     "retries": Hardening(
         "Retry the idempotent undo steps",
@@ -178,12 +214,17 @@ ATTRIBUTES: dict[str, Hardening] = {
         ("stale-mapping", "pin-leak"),
         (f"{_VFIO}: vfio_ram_discard_notify_discard()",
          f"{_KVM}: kvm_convert_memory()"),
-        False,
-        (Citation("regressions/stale-mapping-qemu-10.1-c4341ccb.trace"),
-         Citation("regressions/stale-mapping-qemu-10.1-dc804da0.trace"),
-         Citation("regressions/shared-unmapped-hardened-c1359247.trace", bug_on_target=True,
-                  note="the bound: every one of the retries of the attribute restore fails, "
-                  "and hardened reports what it could not restore")),
+        KVM_PORT,
+        carried_in=("KVM_CONVERT_MEMORY_RETRIES", "kvm_convert_memory_retry",
+                    "kvm_convert_memory_restore_attributes", "kvm_convert_memory_discard_unused"),
+        remains=f"the retried VFIO unmap of a section, checked against what is left mapped: "
+        f"`{_VFIO}: vfio_ram_discard_notify_discard()`",
+        cites=(Citation("regressions/stale-mapping-qemu-10.1-c4341ccb.trace"),
+               Citation("regressions/stale-mapping-qemu-10.1-dc804da0.trace"),
+               Citation("regressions/shared-unmapped-hardened-c1359247.trace",
+                        bug_on_target=True,
+                        note="the bound: every one of the retries of the attribute restore "
+                        "fails, and hardened reports what it could not restore")),
     ),
 }
 
@@ -199,9 +240,10 @@ BEHAVIOURS: dict[str, Hardening] = {
         "shared over a bitmap the manager rolled back to private.",
         ("attr-agree", "atomic-failure"),
         (f"{_KVM}: kvm_convert_memory()",),
-        False,
-        (Citation("regressions/shared-unmapped-qemu-10.1-a0658dea.trace",
-                  mutant="attr-not-restored"),),
+        KVM_PORT,
+        carried_in=("kvm_convert_memory", "kvm_convert_memory_restore_attributes"),
+        cites=(Citation("regressions/shared-unmapped-qemu-10.1-a0658dea.trace",
+                        mutant="attr-not-restored"),),
     ),
     "register-replay-failure": Hardening(
         "A failed registration replay refuses the device, not the process",
@@ -215,7 +257,10 @@ BEHAVIOURS: dict[str, Hardening] = {
         (),
         (f"{_RBA}: ram_block_attributes_rdm_register_listener()",
          f"{_VFIO}: vfio_ram_discard_register_listener()"),
-        True,
+        RBA_PORT,
+        carried_in=("ram_block_attributes_rdm_register_listener",),
+        remains="the caller's part: unregistering the device's listeners and refusing the "
+        f"device, in `{_VFIO}: vfio_ram_discard_register_listener()`",
         no_trace="No committed trace shows it: none of corpora/ fails a DMA map during a "
         "registration replay.",
     ),
@@ -339,24 +384,64 @@ def replay(citation: Citation, backend: str | None = None) -> Replayed:
 
 
 # -- what the C port carries --------------------------------------------------------------
-_DEF = re.compile(r"^(?:[A-Za-z_][\w \*]*?[\s\*])?(ram_block_attributes_\w+)\(")
+#: A line at column 0 that may open a C function definition, QEMU style: the name, with
+#: its return type before it on the line or alone on the line above, then "(".
+_DEF = re.compile(r"^(?:[A-Za-z_][\w \*]*?[\s\*])?([A-Za-z_]\w*)\(")
+#: A macro definition (a file-level ``Hardening:`` comment may explain a constant).
+_MACRO = re.compile(r"^#\s*define\s+([A-Za-z_]\w*)")
+#: "Hardening:" opening the comment or a sentence of it, not quoted in prose (a header
+#: comment that says what is "marked "Hardening:" below" is not one).
+_MARK = re.compile(r"(?:^|[.!?]\s+)Hardening:\s*")
 
 
-def port_hardenings(text: str | None = None) -> list[tuple[str, str]]:
-    """(function, text) of every ``Hardening:`` comment of the C port, in file
-    order.  A comment inside a function belongs to it; one at file level to the function
-    declared next."""
-    lines = (PORT.read_text() if text is None else text).splitlines()
+def definition(lines: list[str], i: int) -> str | None:
+    """The name of the C function whose definition starts at ``lines[i]``, or None.
+
+    QEMU style: the name's line starts at column 0, the parameter list (possibly over
+    several lines) closes and then the body opens, on the same line or as ``{`` alone on
+    the next.  That keeps out a prototype (``;`` after the list) and a macro invocation
+    at column 0 such as ``OBJECT_DEFINE_SIMPLE_TYPE_WITH_INTERFACES(...)`` (no body),
+    which a name-only pattern would take for a definition."""
+    match = _DEF.match(lines[i])
+    if not match:
+        return None
+    depth, j, pos = 0, i, match.end() - 1
+    while j < len(lines):
+        text = lines[j][pos:]
+        for k, ch in enumerate(text):
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+                if depth == 0:
+                    rest = text[k + 1:].strip()
+                    if rest:
+                        return match.group(1) if rest == "{" else None
+                    following = lines[j + 1].rstrip() if j + 1 < len(lines) else ""
+                    return match.group(1) if following == "{" else None
+        j, pos = j + 1, 0
+    return None
+
+
+def port_hardenings(text: str | None = None, port: str = RBA_PORT) -> list[tuple[str, str]]:
+    """(function, text) of every ``Hardening:`` comment of the port file ``port`` (a
+    member of ``PORT_FILES``; ``text``: that file's text instead), in file order.  A
+    comment inside a function belongs to it; one at file level to the function or the
+    macro defined next (a macro's name is upper case, as QEMU spells them)."""
+    lines = ((PORT_DIR / port).read_text(encoding="utf-8") if text is None
+             else text).splitlines()
     out: list[tuple[str, str]] = []
     current = None
     pending: list[str] = []     # file-level comments waiting for the next definition
     i = 0
     while i < len(lines):
         line = lines[i]
-        match = _DEF.match(line)
-        if match:
-            current = match.group(1)
-            out += [(current, s) for s in pending]
+        name = definition(lines, i)
+        macro = _MACRO.match(line) if current is None else None
+        if name or macro:
+            if name:
+                current = name
+            out += [(name or macro.group(1), s) for s in pending]
             pending = []
         elif line.startswith("}"):
             current = None
@@ -365,18 +450,73 @@ def port_hardenings(text: str | None = None) -> list[tuple[str, str]]:
             body = []
             while True:
                 body.append(lines[i].strip().lstrip("/*").rstrip("*/").strip())
-                if "*/" in lines[i]:
+                if "*/" in lines[i] or i + 1 == len(lines):
                     break
                 i += 1
             text_ = " ".join(part for part in body if part)
-            found = text_.find("Hardening:")
-            if found >= 0:
-                sentence = text_[found + len("Hardening:"):].strip().rstrip(".")
+            found = _MARK.search(text_)
+            if found:
+                sentence = text_[found.end():].strip().rstrip(".")
                 if current is None:
                     pending.append(sentence)
                 else:
                     out.append((current, sentence))
         i += 1
+    return out
+
+
+def is_macro(name: str) -> bool:
+    """Whether ``port_hardenings`` named a macro (upper case) rather than a function."""
+    return name.upper() == name
+
+
+def function_lines(text: str, name: str) -> list[str] | None:
+    """The definition of the C function ``name`` in ``text``: from its definition line
+    (the return type's, when it stands alone on the line above) to the closing brace at
+    column 0; None when ``text`` defines no such function."""
+    lines = text.splitlines()
+    for i in range(len(lines)):
+        if definition(lines, i) != name:
+            continue
+        start = i
+        above = lines[i - 1].rstrip() if i else ""
+        if lines[i].startswith(name) and above and not above.startswith(("#", "}", "/*", " ")) \
+                and not above.endswith((";", "*/", "{", "}")):
+            start = i - 1   # the return type, alone on its line
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("}")), None)
+        if end is None:
+            return None
+        return lines[start:end + 1]
+    return None
+
+
+def _all_hardenings() -> list[tuple[str, Hardening]]:
+    return list(ATTRIBUTES.items()) + list(BEHAVIOURS.items())
+
+
+def port_problems() -> list[str]:
+    """Claims of the hardenings about the port that its files do not bear out: a port
+    file that is not one of ``PORT_FILES``, a hardening carried by no function or whose
+    function has no ``Hardening:`` comment in the file named, one carried by neither
+    file that does not say where its QEMU change goes.  Empty when every "carried by"
+    is true as far as the comments go; ``generate`` refuses to write otherwise."""
+    found = {port: {name for name, _ in port_hardenings(port=port)} for port in PORT_FILES}
+    out = []
+    for key, h in _all_hardenings():
+        if h.port is None:
+            if h.carried_in:
+                out.append(f"{key}: carried_in names functions but no port file")
+            if not h.remains:
+                out.append(f"{key}: carried by neither port file, but remains does not say "
+                           "where its QEMU change goes")
+        elif h.port not in found:
+            out.append(f"{key}: port {h.port!r} is not one of {', '.join(PORT_FILES)}")
+        elif not h.carried_in:
+            out.append(f"{key}: carried by rig/port/{h.port}, but carried_in names no "
+                       "function of it")
+        else:
+            out += [f"{key}: rig/port/{h.port} has no Hardening: comment in {name}"
+                    for name in h.carried_in if name not in found[h.port]]
     return out
 
 
@@ -395,6 +535,29 @@ def _claim(c: Citation) -> str:
     return ", ".join(parts) + (" (the documented limit)" if c.bug_on_target else "")
 
 
+def _names(names) -> str:
+    return ", ".join(f"`{n}`" if is_macro(n) else f"`{n}()`" for n in names)
+
+
+def _carried_by(h: Hardening) -> str:
+    """The section's "Carried by." sentence: the port file and its functions whose
+    ``Hardening:`` comments carry it, and what stays a QEMU change."""
+    if h.port is None:
+        return f"neither port file: a QEMU change, {h.remains}."
+    text = (f"`rig/port/{h.port}`, in {_names(h.carried_in)} "
+            f"({'their' if len(h.carried_in) > 1 else 'its'} `Hardening:` comments are listed "
+            "under \"What the C port carries\").")
+    if h.remains:
+        text += f" Not in the port, a QEMU change: {h.remains}."
+    return text
+
+
+def _carried_cell(h: Hardening) -> str:
+    if h.port is None:
+        return "QEMU change"
+    return f"`rig/port/{h.port}`" + (", in part" if h.remains else "")
+
+
 def _section(key: str, h: Hardening, header: str, backend: str | None,
              replayed: list[Replayed]) -> list[str]:
     out = [f"### {h.title}", "", header, "",
@@ -403,9 +566,7 @@ def _section(key: str, h: Hardening, header: str, backend: str | None,
                " Invariants it breaks (`rig list invariants`): "
                + ", ".join(f"`{i}`" for i in h.invariants) + "." if h.invariants else ""), "",
            "**Where in QEMU.** " + "; ".join(f"`{t}`" for t in h.touches) + ".", "",
-           "**Carried by.** " + ("the C port, `rig/port/ram-block-attributes.c`."
-                                 if h.in_port else "a QEMU change described here (the C "
-                                 "port carries the state manager only)."), ""]
+           "**Carried by.** " + _carried_by(h), ""]
     if h.no_trace:
         out += [f"**Regression trace.** {h.no_trace}", ""]
     elif h.cites:
@@ -430,6 +591,8 @@ def _section(key: str, h: Hardening, header: str, backend: str | None,
 def generate(qemu_src: str | None = None, backend: str | None = None,
              replayed: list | None = None) -> str:
     """The document's text.  ``replayed`` (a list) collects every citation's replay."""
+    from rig.drive.portcheck import STREAMS_DEFAULT, WORLD_STREAMS_DEFAULT
+
     replayed = [] if replayed is None else replayed
     problems = undescribed()
     if problems:
@@ -437,6 +600,10 @@ def generate(qemu_src: str | None = None, backend: str | None = None,
                          + ", ".join(problems) + f" (a difference between {BASE} and "
                          f"{TARGET}): add it to ATTRIBUTES, BEHAVIOURS/METHODS or "
                          "NOT_HARDENINGS")
+    problems = port_problems()
+    if problems:
+        raise UsageError("rig/cli/porting.py says what the C port carries wrongly: "
+                         + "; ".join(problems))
     diffs = attribute_differences()
     hardenings = [(k, b, t) for k, b, t in diffs if k in ATTRIBUTES]
     out = [
@@ -459,14 +626,32 @@ def generate(qemu_src: str | None = None, backend: str | None = None,
         "  `diff -u` against that file shows only the hardening; GPL-2.0-or-later, as QEMU",
         "  and this project. Its executable specification is the rig's core with",
         "  `rollback=\"full\"` (`rig/core/pure/ram_block_attributes.py`).",
-        "- `rig port-check --builtin` builds it against the rig's QEMU stub layer and",
-        f"  differential-tests it against the core's `{TARGET}` policy over seeded random op",
-        "  streams (CI runs it on every change).",
-        "- `rig port-check --qemu-src DIR --against hardened` does the same for the files of",
-        "  a QEMU tree you have patched: the proof that your port behaves like the design",
-        "  the rig fuzzed.",
-        "- `rig port-doc --qemu-src DIR -o FILE` writes this document with the unified diff",
-        "  of DIR's `system/ram-block-attributes.c` against the port appended.",
+        f"- `rig/port/{KVM_PORT}` is the hardened `{KVM_FUNCTION}()` of QEMU's",
+        f"  `{UPSTREAM_KVM_FILE}` with its static helpers, in that file's style so that it can",
+        "  replace the function there; it runs on top of the state manager above. Its",
+        f"  executable specification is the `{TARGET}` design (`rig/world/designs/hardened.py`).",
+        "  It does not carry its caller, kvm_cpu_exec() (the VM stop), as its header comment",
+        "  says.",
+        "- `rig port-check --builtin` checks both files:",
+        f"  - it builds `rig/port/{RBA_PORT}` against the rig's QEMU stub layer and",
+        "    differential-tests it against the rig's core with `rollback=\"full\"` (the",
+        f"    `{TARGET}` policy) over {STREAMS_DEFAULT:,} seeded random op streams by default",
+        "    (`--streams`);",
+        f"  - it builds `rig/port/{KVM_PORT}` over that state manager with its KVM",
+        "    harness (`rig/port/kvm/kvm-harness.c`) and runs seeded conversion streams",
+        f"    ({WORLD_STREAMS_DEFAULT:,} by default, `--world-streams`, 0 for none) through "
+        "it and",
+        "    through the `Hardened` design on a `World` (`rig/drive/portworld.py`),",
+        "    comparing after every op.",
+        "",
+        "  CI runs it on every change.",
+        "- `rig port-check --qemu-src DIR --against hardened` does the same for the state",
+        "  manager files of a QEMU tree you have patched: the proof that your port behaves",
+        "  like the design the rig fuzzed. The conversion streams run on the built-in",
+        f"  `{KVM_FUNCTION}()` only.",
+        "- `rig port-doc --qemu-src DIR -o FILE` writes this document with two unified diffs",
+        f"  appended: DIR's `{UPSTREAM_FILE}` against the port's, and DIR's",
+        f"  `{KVM_FUNCTION}()` (from `{UPSTREAM_KVM_FILE}`) against the port's.",
         "",
         "## The hardenings",
         "",
@@ -476,11 +661,10 @@ def generate(qemu_src: str | None = None, backend: str | None = None,
     for key, b, t in hardenings:
         h = ATTRIBUTES[key]
         out.append(f"| {h.title} (`{key}`) | {_value(b)} | {_value(t)} | "
-                   f"{'C port' if h.in_port else 'QEMU change'} |")
+                   f"{_carried_cell(h)} |")
     for key, h in BEHAVIOURS.items():
         methods = ", ".join(f"`{m}`" for m, k in METHODS.items() if k == key)
-        out.append(f"| {h.title} | (code) | {methods} | "
-                   f"{'C port' if h.in_port else 'QEMU change'} |")
+        out.append(f"| {h.title} | (code) | {methods} | {_carried_cell(h)} |")
     out.append("")
     for key, b, t in hardenings:
         h = ATTRIBUTES[key]
@@ -502,24 +686,31 @@ def generate(qemu_src: str | None = None, backend: str | None = None,
                        f"{NOT_HARDENINGS[key]}.")
         out.append("")
     out += ["## What the C port carries", "",
-            "The state manager: each `Hardening:` comment of "
-            "`rig/port/ram-block-attributes.c`, by function:", ""]
-    for function, sentence in port_hardenings():
-        out.append(f"- `{function}()`: {sentence}.")
-    out += ["", "The rest stays QEMU changes, described above:", ""]
-    out += [f"- {h.title}: " + ", ".join(f"`{t}`" for t in h.touches) + "."
-            for h in list(ATTRIBUTES.values()) + list(BEHAVIOURS.values()) if not h.in_port]
+            "Each `Hardening:` comment of the two files of the port, by the function (or the",
+            "macro) it is in:", ""]
+    for port, what in ((RBA_PORT, f"the state manager, in place of QEMU's `{UPSTREAM_FILE}`"),
+                       (KVM_PORT, f"`{KVM_FUNCTION}()` and its static helpers, in place of "
+                        f"the function of QEMU's `{UPSTREAM_KVM_FILE}`")):
+        out += [f"`rig/port/{port}`: {what}.", ""]
+        out += [f"- {_names([name])}: {sentence}."
+                for name, sentence in port_hardenings(port=port)]
+        out.append("")
+    out += ["What stays QEMU changes, described above:", ""]
+    out += [f"- {h.title}: " + ("" if h.port else "all of it, ") + f"{h.remains}."
+            for _, h in _all_hardenings() if h.remains]
     out.append("")
     out += ["## The diff against QEMU 10.1", ""]
     if qemu_src is None:
         out += ["Not in the committed document: QEMU's code is never committed here. Run",
                 "`rig port-doc --qemu-src DIR -o FILE` with DIR a QEMU 10.1 tree to get this",
-                "document with the unified diff of DIR's `system/ram-block-attributes.c`",
-                "against `rig/port/ram-block-attributes.c` appended.", ""]
+                f"document with two unified diffs appended: DIR's `{UPSTREAM_FILE}`",
+                f"against `rig/port/{RBA_PORT}`, and DIR's `{KVM_FUNCTION}()` (from",
+                f"`{UPSTREAM_KVM_FILE}`) against the one of `rig/port/{KVM_PORT}`.", ""]
     else:
         out += [f"`{UPSTREAM_FILE}` of the QEMU tree given to `--qemu-src` against "
-                "`rig/port/ram-block-attributes.c`:", "", "```diff",
+                f"`rig/port/{RBA_PORT}`:", "", "```diff",
                 *unified_diff(qemu_src), "```", ""]
+        out += kvm_diff_section(qemu_src)
     return "\n".join(out)
 
 
@@ -545,6 +736,46 @@ def unified_diff(qemu_src: str) -> list[str]:
     ours = PORT.read_text(encoding="utf-8").splitlines()
     return list(difflib.unified_diff(theirs, ours, f"a/{UPSTREAM_FILE}", f"b/{UPSTREAM_FILE}",
                                      lineterm=""))
+
+
+def kvm_function_diff(qemu_src: str) -> tuple[str, list[str]]:
+    """(why, diff): the unified diff of ``KVM_FUNCTION`` as DIR's ``UPSTREAM_KVM_FILE``
+    defines it against the one of ``KVM_PORT``, each from its definition line to its
+    closing brace at column 0.  A tree without the file or the function is not an
+    error (older and newer trees differ): ``why`` says which, and the diff is empty."""
+    path = Path(qemu_src) / UPSTREAM_KVM_FILE
+    if not path.is_file():
+        return f"no `{UPSTREAM_KVM_FILE}`", []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--qemu-src {qemu_src}: cannot read {UPSTREAM_KVM_FILE} ({exc})") \
+            from None
+    theirs = function_lines(text, KVM_FUNCTION)
+    if theirs is None:
+        return f"no definition of `{KVM_FUNCTION}()` in `{UPSTREAM_KVM_FILE}`", []
+    ours = function_lines((PORT_DIR / KVM_PORT).read_text(encoding="utf-8"), KVM_FUNCTION)
+    if ours is None:   # the port is ours: a broken install, not the user's tree
+        raise UsageError(f"rig/port/{KVM_PORT}: no definition of {KVM_FUNCTION}()")
+    diff = list(difflib.unified_diff(theirs, ours,
+                                     f"a/{UPSTREAM_KVM_FILE}: {KVM_FUNCTION}()",
+                                     f"b/rig/port/{KVM_PORT}: {KVM_FUNCTION}()", lineterm=""))
+    return ("" if diff else "the same text"), diff
+
+
+def kvm_diff_section(qemu_src: str) -> list[str]:
+    """The document's lines for ``kvm_function_diff``: the diff, or one line saying why
+    there is none."""
+    why, diff = kvm_function_diff(qemu_src)
+    if not diff:
+        return [f"`{KVM_FUNCTION}()`: no diff, the QEMU tree given to `--qemu-src` has "
+                f"{why}." if why != "the same text" else
+                f"`{KVM_FUNCTION}()` of the QEMU tree given to `--qemu-src` is the same text "
+                f"as the one of `rig/port/{KVM_PORT}`: no diff.", ""]
+    return [f"`{KVM_FUNCTION}()` of the tree's `{UPSTREAM_KVM_FILE}` against the one of "
+            f"`rig/port/{KVM_PORT}` (the function only, from its definition line to its "
+            "closing brace; the static helpers it calls are in the port file, their "
+            "`Hardening:` comments listed above):", "", "```diff", *diff, "```", ""]
 
 
 def first_difference(a: str, b: str) -> int:

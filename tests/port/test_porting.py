@@ -227,3 +227,301 @@ def test_qemu_src_needs_an_output_outside_the_committed_file(tmp_path, capsys):
     (tmp_path / "system" / "ram-block-attributes.c").write_text(FAKE_101)
     assert main(["port-doc", "--qemu-src", str(tmp_path)]) == 1
     assert "give -o FILE" in capsys.readouterr().err
+
+
+# -- which port file carries what -------------------------------------------------------
+#: The truth per the C files' header and ``Hardening:`` comments (pinned, so that moving a
+#: hardening to another file, or out of the port, is a deliberate change seen here).
+CARRIED_BY = {
+    "rollback": porting.RBA_PORT,
+    "register-replay-failure": porting.RBA_PORT,
+    "atomic": porting.KVM_PORT,
+    "retries": porting.KVM_PORT,
+    "kvm-attribute-restore": porting.KVM_PORT,
+    "stops_vm": None,           # kvm_cpu_exec(), the caller, is not ported
+    "budget_check": None,       # hw/vfio/
+    "serialize_hotplug": None,  # no lock in either file
+}
+
+
+def test_each_hardening_names_the_file_that_carries_it():
+    assert {key: h.port for key, h in _all_hardenings()} == CARRIED_BY
+    assert porting.port_problems() == []
+
+
+def test_a_hardening_in_part_in_the_port_says_what_stays_a_qemu_change():
+    partial = {key for key, h in _all_hardenings() if h.port and h.remains}
+    assert partial == {"retries", "register-replay-failure"}
+    for key, h in _all_hardenings():
+        if h.port is None:
+            assert h.remains and not h.carried_in, key
+
+
+def _with(monkeypatch, key, **changes):
+    table = porting.ATTRIBUTES if key in porting.ATTRIBUTES else porting.BEHAVIOURS
+    h = table[key]
+    monkeypatch.setitem(table, key, porting.Hardening(**{**h.__dict__, **changes}))
+
+
+def test_a_hardening_put_in_the_wrong_file_is_refused(monkeypatch):
+    """atomic is carried by the kvm file: claimed for the state manager, its functions
+    have no Hardening: comment there, and the document is not written."""
+    _with(monkeypatch, "atomic", port=porting.RBA_PORT)
+    problems = porting.port_problems()
+    assert "atomic: rig/port/ram-block-attributes.c has no Hardening: comment in " \
+           "kvm_convert_memory" in problems
+    assert all(p.startswith("atomic: ") for p in problems) and len(problems) == 4
+    with pytest.raises(Exception, match="says what the C port carries wrongly: atomic: "):
+        porting.generate()
+
+
+def test_a_claim_for_the_port_without_a_function_or_for_neither_without_prose(monkeypatch):
+    _with(monkeypatch, "rollback", carried_in=())
+    _with(monkeypatch, "stops_vm", remains="")
+    _with(monkeypatch, "budget_check", port="kvm-all.c")
+    assert porting.port_problems() == [
+        "rollback: carried by rig/port/ram-block-attributes.c, but carried_in names no "
+        "function of it",
+        "stops_vm: carried by neither port file, but remains does not say where its QEMU "
+        "change goes",
+        "budget_check: port 'kvm-all.c' is not one of ram-block-attributes.c, "
+        "kvm/kvm-convert-memory.c"]
+
+
+def test_a_port_whose_comments_are_gone_carries_nothing(tmp_path, monkeypatch):
+    """The check reads the files: the kvm file with its Hardening: comments renamed fails
+    every hardening it is said to carry, and no other."""
+    port = tmp_path / "port"
+    (port / "kvm").mkdir(parents=True)
+    for name in porting.PORT_FILES:
+        text = (porting.PORT_DIR / name).read_text()
+        if name == porting.KVM_PORT:
+            text = text.replace("Hardening:", "Note:")
+        (port / name).write_text(text)
+    monkeypatch.setattr(porting, "PORT_DIR", port)
+    failing = {p.split(":")[0] for p in porting.port_problems()}
+    assert failing == {"atomic", "retries", "kvm-attribute-restore"}
+
+
+@pytest.fixture(scope="module")
+def generated():
+    """The document as the code writes it now (the committed one is checked against it
+    above): the tests below check the code, not only the file."""
+    return porting.generate()
+
+
+def test_the_table_and_each_section_name_the_carrying_file(generated):
+    lines = generated.splitlines()
+    for key, h in _all_hardenings():
+        row = next(x for x in lines if x.startswith(f"| {h.title} "))
+        cell = row.rstrip(" |").rsplit(" | ", 1)[1]
+        section = lines[lines.index(f"### {h.title}"):]
+        carried = next(x for x in section if x.startswith("**Carried by.** "))
+        if h.port is None:
+            assert cell == "QEMU change", key
+            assert carried.startswith("**Carried by.** neither port file: a QEMU change, "), key
+        else:
+            assert cell.startswith(f"`rig/port/{h.port}`"), key
+            assert carried.startswith(f"**Carried by.** `rig/port/{h.port}`, in "), key
+            for name in h.carried_in:
+                assert f"`{name}" in carried, (key, name)
+        assert (", in part" in cell) == bool(h.port and h.remains), key
+        if h.remains:
+            assert h.remains in carried, key
+
+
+# -- the two files' Hardening: comments -------------------------------------------------
+FAKE_PORT = '''/*
+ * A header that says what is marked "Hardening:" below, not one itself.
+ */
+
+OBJECT_DEFINE_SIMPLE_TYPE(Foo,
+                          foo,
+                          { })
+
+static int helper_declared(void);
+
+/* Hardening: how often. */
+#define FAKE_RETRIES 8
+
+static int
+helper_own_line(int a)
+{
+    /* Hardening: inside, own line. */
+    return a;
+}
+
+/*
+ * Does things.  Hardening: before a
+ * split signature.
+ */
+static unsigned split_signature(int a,
+                                int b)
+{
+    return a + b;
+}
+
+int kvm_like(long start, long size, bool to_private)
+{
+    if (start) {
+        /* Hardening: nested. */
+    }
+    return 0;
+}
+'''
+
+
+def test_c_function_definitions_are_found_in_general():
+    """Any function, QEMU style (return type on its own line or not, a signature over
+    lines), a macro for a file-level comment; not a quoted mention, a prototype or a
+    macro invocation at column 0."""
+    assert porting.port_hardenings(FAKE_PORT) == [
+        ("FAKE_RETRIES", "how often"),
+        ("helper_own_line", "inside, own line"),
+        ("split_signature", "before a split signature"),
+        ("kvm_like", "nested")]
+    lines = FAKE_PORT.splitlines()
+    defined = [porting.definition(lines, i) for i in range(len(lines))]
+    assert [d for d in defined if d] == ["helper_own_line", "split_signature", "kvm_like"]
+
+
+def test_the_kvm_port_hardenings_are_read_by_function():
+    found = porting.port_hardenings(port=porting.KVM_PORT)
+    names = [name for name, _ in found]
+    assert set(names) >= {"KVM_CONVERT_MEMORY_RETRIES", "kvm_convert_memory",
+                          "kvm_convert_memory_retry", "kvm_convert_memory_restore_attributes",
+                          "kvm_convert_memory_find_pieces", "kvm_convert_memory_discard_holes"}
+    source = (porting.PORT_DIR / porting.KVM_PORT).read_text()
+    assert source.count("Hardening:") == len(found) + 1   # + the header's quoted mention
+    lines = source.splitlines()
+    functions = {porting.definition(lines, i) for i in range(len(lines))} - {None}
+    for name, text in found:
+        assert (f"#define {name} " in source) if porting.is_macro(name) \
+            else name in functions, name
+        assert text and "Hardening" not in text
+
+
+def test_what_the_c_port_carries_lists_both_files(generated):
+    text = generated.split("## What the C port carries\n")[1].split("\n## ")[0]
+    rba, kvm = (text.split(f"`rig/port/{name}`: ")[1] for name in porting.PORT_FILES)
+    assert "- `kvm_convert_memory_restore_attributes()`: " in kvm
+    assert "- `KVM_CONVERT_MEMORY_RETRIES`: how often" in kvm
+    assert "- `ram_block_attributes_state_change()`: " in rba.split("`rig/port/kvm/")[0]
+    assert "kvm_convert_memory" not in rba.split("`rig/port/kvm/")[0]
+
+
+def test_the_bridge_says_port_check_builtin_checks_both_files(generated):
+    from rig.drive.portcheck import STREAMS_DEFAULT, WORLD_STREAMS_DEFAULT
+
+    bridge = generated.split("## The bridge\n")[1].split("\n## ")[0]
+    builtin = bridge.split("- `rig port-check --builtin` checks both files:")[1] \
+        .split("\n- ")[0]
+    assert f"`rig/port/{porting.RBA_PORT}`" in builtin
+    assert f"`rig/port/{porting.KVM_PORT}`" in builtin
+    assert 'rollback="full"' in builtin and f"{STREAMS_DEFAULT:,}" in builtin
+    assert "`Hardened` design on a `World`" in builtin
+    assert f"({WORLD_STREAMS_DEFAULT:,} by default" in builtin
+
+
+# -- --qemu-src: kvm_convert_memory() -------------------------------------------------
+FAKE_KVM_ALL = """/* A fake file in the layout of accel/kvm/kvm-all.c */
+
+static int kvm_other(void)
+{
+    return 1;
+}
+
+static int kvm_convert_memory(hwaddr start, hwaddr size, bool to_private)
+{
+    int ret = -EINVAL;
+
+    return fake_convert(start, size, to_private, ret);
+}
+
+int kvm_cpu_exec(CPUState *cpu)
+{
+    return kvm_convert_memory(0, 0, false);
+}
+"""
+
+
+def _tree(tmp_path, kvm_all=None):
+    tree = tmp_path / "qemu"
+    (tree / "system").mkdir(parents=True)
+    (tree / "system" / "ram-block-attributes.c").write_text(FAKE_101)
+    if kvm_all is not None:
+        (tree / "accel" / "kvm").mkdir(parents=True)
+        (tree / "accel" / "kvm" / "kvm-all.c").write_text(kvm_all)
+    return tree
+
+
+def test_function_lines_spans_the_definition_to_its_closing_brace():
+    lines = porting.function_lines(FAKE_KVM_ALL, "kvm_convert_memory")
+    assert lines[0] == "static int kvm_convert_memory(hwaddr start, hwaddr size, bool to_private)"
+    assert lines[-1] == "}" and len(lines) == 6
+    own_line = "static int\nkvm_convert_memory(void)\n{\n    return 0;\n}\n"
+    assert porting.function_lines(own_line, "kvm_convert_memory") == own_line.splitlines()
+    # A call or a prototype is not the definition.
+    assert porting.function_lines("int kvm_convert_memory(void);\n", "kvm_convert_memory") \
+        is None
+    ours = porting.function_lines((porting.PORT_DIR / porting.KVM_PORT).read_text(),
+                                  "kvm_convert_memory")
+    assert ours[0].startswith("int kvm_convert_memory(") and ours[-1] == "}"
+    assert "out_saved:" in ours and not any(x.startswith("static ") for x in ours)
+
+
+def test_qemu_src_appends_the_diff_of_kvm_convert_memory(tmp_path):
+    out = tmp_path / "porting.md"
+    assert main(["port-doc", "--qemu-src", str(_tree(tmp_path, FAKE_KVM_ALL)),
+                 "-o", str(out)]) == 0
+    text = out.read_text()
+    blocks = text.split("```diff\n")
+    assert len(blocks) == 3
+    assert "`kvm_convert_memory()` of the tree's `accel/kvm/kvm-all.c` against" in blocks[1]
+    diff = blocks[2].split("```\n")[0].splitlines()
+    assert diff[:2] == ["--- a/accel/kvm/kvm-all.c: kvm_convert_memory()",
+                        "+++ b/rig/port/kvm/kvm-convert-memory.c: kvm_convert_memory()"]
+    assert "-    return fake_convert(start, size, to_private, ret);" in diff
+    assert "+int kvm_convert_memory(hwaddr start, hwaddr size, bool to_private)" in diff
+    # Only the function: neither the tree's other functions nor the port's helpers.
+    assert not any("kvm_other" in x or "kvm_cpu_exec(CPUState" in x for x in diff)
+    assert not any(x.startswith("+static") for x in diff)
+    assert str(tmp_path) not in text
+
+
+@pytest.mark.parametrize("kvm_all,line", [
+    (None, "`kvm_convert_memory()`: no diff, the QEMU tree given to `--qemu-src` has no "
+           "`accel/kvm/kvm-all.c`."),
+    ("int kvm_cpu_exec(void)\n{\n    return kvm_convert_memory(0, 0, 0);\n}\n",
+     "`kvm_convert_memory()`: no diff, the QEMU tree given to `--qemu-src` has no "
+     "definition of `kvm_convert_memory()` in `accel/kvm/kvm-all.c`."),
+])
+def test_a_tree_without_kvm_convert_memory_is_one_line(tmp_path, kvm_all, line):
+    out = tmp_path / "porting.md"
+    assert main(["port-doc", "--qemu-src", str(_tree(tmp_path, kvm_all)),
+                 "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text.count("```diff\n") == 1
+    assert text.rstrip("\n").endswith("```\n\n" + line)
+
+
+def test_a_tree_with_the_ports_own_function_says_there_is_no_difference(tmp_path):
+    ours = "\n".join(porting.function_lines(
+        (porting.PORT_DIR / porting.KVM_PORT).read_text(), "kvm_convert_memory"))
+    out = tmp_path / "porting.md"
+    assert main(["port-doc", "--qemu-src", str(_tree(tmp_path, ours + "\n")),
+                 "-o", str(out)]) == 0
+    assert out.read_text().rstrip("\n").endswith(
+        "is the same text as the one of `rig/port/kvm/kvm-convert-memory.c`: no diff.")
+
+
+def test_the_bridge_reads_port_checks_defaults(monkeypatch):
+    """The stream counts are port-check's own defaults, read when the document is written
+    (set here to values no default has, so a number typed into the text is caught)."""
+    from rig.drive import portcheck
+
+    monkeypatch.setattr(portcheck, "STREAMS_DEFAULT", 4321)
+    monkeypatch.setattr(portcheck, "WORLD_STREAMS_DEFAULT", 1234)
+    bridge = porting.generate().split("## The bridge\n")[1].split("\n## ")[0]
+    assert "over 4,321 seeded random op streams" in bridge
+    assert "(1,234 by default, `--world-streams`" in bridge
