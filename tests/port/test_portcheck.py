@@ -234,3 +234,17 @@ def test_bad_input_is_one_line_and_exit_1(args, message):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_against_another_design_diverges_and_skips_the_conversion_streams(tmp_path):
+    """The port is hardened's: against rdm-rollback (listeners only) the bitmap differs
+    after a failed populate, and the kvm_convert_memory streams, which only know the
+    hardened design, are said not to run rather than counted as agreeing."""
+    proc = rig("port-check", "--builtin", "--against", "rdm-rollback", "--streams", "300",
+               "--out", str(tmp_path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "port mismatch: the bitmap" in proc.stdout
+    assert "decided by the design: the C under test must behave as rdm-rollback does" \
+        in proc.stdout
+    assert "conversion streams" not in proc.stdout
+    assert "the conversion streams are not run" in proc.stderr
