@@ -1,14 +1,18 @@
 /*
- * QEMU ram block attributes, hardened
+ * QEMU ram block attributes
  *
- * The state manager that gmem-rig's "hardened" design proves, written for
- * QEMU in the layout of system/ram-block-attributes.c (QEMU 10.1, by
- * Chenyi Qiang, Intel), so that it can replace that file and `diff -u`
- * against it shows only the hardening.  Its executable specification is
- * rig/core/pure/ram_block_attributes.py with rollback="full";
- * `rig port-check --builtin` differential-tests this file against it.
+ * Copyright Intel
  *
- * Copyright the gmem-rig authors
+ * Author:
+ *      Chenyi Qiang <chenyi.qiang@intel.com>
+ *
+ * Hardened by the gmem-rig authors: the state manager that gmem-rig's
+ * "hardened" design proves, in the layout of QEMU 10.1's
+ * system/ram-block-attributes.c, which it derives from, so that it can
+ * replace that file and `diff -u` against it shows only the hardening.
+ * Its executable specification is rig/core/pure/ram_block_attributes.py
+ * with rollback="full"; `rig port-check --builtin` differential-tests this
+ * file against it.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -29,8 +33,9 @@ static size_t
 ram_block_attributes_get_block_size(void)
 {
     /*
-     * Conversions come in multiples of 4K, 4K aligned: track the attribute
-     * at the host page size.
+     * Because page conversion could be manipulated in the size of at least 4K
+     * or 4K aligned, Use the host page size as the granularity to track the
+     * memory attribute.
      */
     return qemu_real_host_page_size();
 }

@@ -24,7 +24,9 @@
  * which is not ported here: after this function a failed conversion has
  * left nothing to stop the VM for.
  *
- * Copyright the gmem-rig authors
+ * A replacement for kvm_convert_memory() of QEMU's accel/kvm/kvm-all.c
+ * (Copyright IBM, Corp. 2008 and Red Hat, Inc. 2008, and its other
+ * authors), written by the gmem-rig authors.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
