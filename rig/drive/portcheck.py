@@ -311,10 +311,13 @@ class _Loaded:
         one: undefined behaviour in QEMU, where it may read anything) ends the stream
         as a divergence of its own, at the op that made it."""
         self.made.clear()
+        read = [0]  # reports already looked at (one manager per stream)
 
         def observe(i, op, results, states):
             for rba in self.made:
-                oob = [r.message for r in rba.reports() if r.kind == "oob"]
+                new = rba.reports(read[0])
+                read[0] += len(new)
+                oob = [r.message for r in new if r.kind == "oob"]
                 if oob:
                     raise _OutOfBounds(i, op, oob[0])
             if on_op:

@@ -248,3 +248,15 @@ def test_against_another_design_diverges_and_skips_the_conversion_streams(tmp_pa
         in proc.stdout
     assert "conversion streams" not in proc.stdout
     assert "the conversion streams are not run" in proc.stderr
+
+
+def test_a_read_past_the_bitmap_is_a_divergence_of_its_own(tmp_path):
+    """Undefined behaviour in QEMU (it reads whatever follows the bitmap) need not change
+    a result; the stub layer's bounds check makes it a divergence at the op that did it."""
+    tree = planted_tree(tmp_path, "    const bool is_discarded = find_next_bit(attr->bitmap, "
+                        "attr->bitmap_size,\n", "    const bool is_discarded = find_next_bit("
+                        "attr->bitmap, attr->bitmap_size + 128,\n")
+    doc = _json(rig("port-check", "--qemu-src", str(tree), "--against", "hardened",
+                    "--streams", "100", "--out", str(tmp_path / "out"), "--json"))
+    kinds = {(d["kind"], d["difference"]) for d in doc["divergences"]}
+    assert ("undefined", "a bitmap access out of bounds in state_change") in kinds, kinds
