@@ -426,6 +426,14 @@ class CRamBlockAttributes:
         if not self._h:
             raise RuntimeError(f"ram_block_attributes_create() failed ({lib.path})")
         self._slots: list = [None] * SLOTS
+        # The listener each slot last held: a walk that began before a callback
+        # unregistered it goes on calling that listener's C struct (QEMU's register
+        # replay walks the caller's section, whatever the callback did), and the call
+        # must reach that listener, as the core's replay reaches the object.  A slot
+        # freed inside a C call is not given out again until the outermost call returns.
+        self._last: list = [None] * SLOTS
+        self._quarantine: set = set()
+        self._depth = 0
         self._exc: BaseException | None = None
         self._replays: list = []
         self._lbuf = (ctypes.c_int * SLOTS)()
@@ -444,7 +452,7 @@ class CRamBlockAttributes:
     # -- callbacks from the C -------------------------------------------------------------
     def _hook(self, slot, event, offset, size, oas):
         try:
-            rdl = self._slots[slot]
+            rdl = self._slots[slot] or self._last[slot]
             section = MemoryRegionSection(offset, size, oas)
             if event == 0:
                 return int(rdl.notify_populate(section))
@@ -461,6 +469,16 @@ class CRamBlockAttributes:
             if self._exc is None:
                 self._exc = exc
             return 0
+
+    def _c(self, fn, *args):
+        """A call into the C: depth-counted for the slot quarantine."""
+        self._depth += 1
+        try:
+            return fn(*args)
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                self._quarantine.clear()
 
     def _after(self) -> None:
         if self._exc is not None:
@@ -514,13 +532,14 @@ class CRamBlockAttributes:
             return -EINVAL
         if not self.is_valid_range(section.offset_within_region, section.size):
             return -EINVAL
-        try:
-            slot = self._slots.index(None)
-        except ValueError:
-            raise RuntimeError(f"more than {SLOTS} listeners registered at once") from None
-        self._slots[slot] = rdl
+        slot = next((i for i, held in enumerate(self._slots)
+                     if held is None and i not in self._quarantine), None)
+        if slot is None:
+            raise RuntimeError(f"more than {SLOTS} listeners registered at once")
+        self._slots[slot] = self._last[slot] = rdl
         rdl._c_owner, rdl._c_slot, rdl.section = self, slot, section
-        ret = self.lib.register(h, slot, bool(rdl.double_discard_supported), *section)
+        ret = self._c(self.lib.register, h, slot, bool(rdl.double_discard_supported),
+                      *section)
         self._after()
         return ret
 
@@ -529,23 +548,25 @@ class CRamBlockAttributes:
         if not isinstance(rdl, CRamDiscardListener) or rdl._c_owner is not self:
             return -ENOENT
         slot = rdl._c_slot
-        ret = self.lib.unregister(h, slot)
+        ret = self._c(self.lib.unregister, h, slot)
         if self._slots[slot] is rdl:
             self._slots[slot] = None
             rdl._c_owner, rdl._c_slot, rdl.section = None, -1, None
+            if self._depth:
+                self._quarantine.add(slot)
         self._after()
         return ret
 
     def state_change(self, offset: int, size: int, to_discard: bool) -> int:
         _u64(offset, size)
-        ret = self.lib.state_change(self._handle(), offset, size, bool(to_discard))
+        ret = self._c(self.lib.state_change, self._handle(), offset, size, bool(to_discard))
         self._after()
         return ret
 
     def is_populated(self, section) -> bool:
         section = MemoryRegionSection(*section)
         _u64(*section)
-        ret = self.lib.is_populated(self._handle(), *section)
+        ret = self._c(self.lib.is_populated, self._handle(), *section)
         self._after()
         return bool(ret)
 
@@ -561,7 +582,7 @@ class CRamBlockAttributes:
         h = self._handle()
         self._replays.append(replay_fn)
         try:
-            ret = self.lib.replay(h, populated, *section, self._replay_c)
+            ret = self._c(self.lib.replay, h, populated, *section, self._replay_c)
         finally:
             self._replays.pop()
         self._after()

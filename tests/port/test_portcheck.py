@@ -260,3 +260,19 @@ def test_a_read_past_the_bitmap_is_a_divergence_of_its_own(tmp_path):
                     "--streams", "100", "--out", str(tmp_path / "out"), "--json"))
     kinds = {(d["kind"], d["difference"]) for d in doc["divergences"]}
     assert ("undefined", "a bitmap access out of bounds in state_change") in kinds, kinds
+
+
+def test_a_listener_unregistered_inside_its_own_register_replay_still_gets_the_replay(
+        builtin_library):
+    """Stream 10600 of seed 0 (minimized): R1's register replay has two runs to walk, and
+    R1's first populate callback unregisters R1.  Both the C (the walk goes on over the
+    caller's section) and the core call R1 for the second run; the adapter had already
+    given R1's slot up and the call found no listener (a rig error, exit 3)."""
+    ops = [("register", "R1", 0x13000, 0x4000, 0x100013000), ("arm", "R1", -12),
+           ("nest", "R1", 2, ("nest", "R1", 2, ("unregister", "R1"))),
+           ("state_change", 0x8000, 0x18000, False), ("state_change", 0x14000, 0x1000, False),
+           ("unregister", "R1"), ("state_change", 0x18000, 0x8000, False),
+           ("register", "R1", 0x2000, 0x1b000, 0x100002000)]
+    cfg = differential.CoreConfig(nblocks=32, rollback="full")
+    result = portcheck._Loaded(builtin_library).compare(0, cfg, ops)
+    assert result.kind == "ok", result.message
