@@ -631,11 +631,17 @@ def _format_values(what: str, values: dict) -> list[str]:
         return [f"  {impl}: {format_core_result(v)}" for impl, v in values.items()]
     if what in ("bitmap", "bitmap300", "listeners") or what.endswith(".counts"):
         return [f"  {impl}: {format_state(what, v)}" for impl, v in values.items()]
+    return format_first_entry(values, lambda entry: format_state_entry(what, entry))
+
+
+def format_first_entry(values: dict, fmt) -> list[str]:
+    """Lists that differ (``values``: each side's), shown at the first entry at which
+    they do: ``entry 3 (of cy 4, C 5)`` and each side's entry through ``fmt``."""
     lists = list(values.values())
     at = next((i for i in range(max(len(v) for v in lists))
                if len({repr(v[i]) if i < len(v) else "-" for v in lists}) > 1), 0)
     out = [f"  entry {at} (of " + ", ".join(f"{impl} {len(v)}" for impl, v in values.items()) + ")"]
-    out += [f"  {impl}: " + (format_state_entry(what, v[at]) if at < len(v) else "(none)")
+    out += [f"  {impl}: " + (fmt(v[at]) if at < len(v) else "(none)")
             for impl, v in values.items()]
     return out
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from rig.check.differential import format_bits, format_core_value
+from rig.check.differential import format_bits, format_core_value, format_first_entry
 from rig.core import BACKEND
 from rig.core.types import MemoryRegionSection
 from rig.drive import portbuild
@@ -587,13 +587,7 @@ def _format_values(what: str, values: dict) -> list[str]:
     lists = list(values.values())
     if not all(isinstance(v, list) for v in lists) or what in ("listeners", "files"):
         return [f"  {side}: {_format_entry(v)}" for side, v in values.items()]
-    at = next((i for i in range(max(len(v) for v in lists))
-               if len({repr(v[i]) if i < len(v) else "-" for v in lists}) > 1), 0)
-    out = [f"  entry {at} (of " + ", ".join(f"{side} {len(v)}" for side, v in values.items())
-           + ")"]
-    out += [f"  {side}: " + (_format_entry(v[at]) if at < len(v) else "(none)")
-            for side, v in values.items()]
-    return out
+    return format_first_entry(values, _format_entry)
 
 
 @dataclass(frozen=True)
